@@ -1,0 +1,200 @@
+"""CouchDB, Cloudant and PouchDB Server: `_replicator` jobs.
+
+State comes from `_scheduler/docs/_replicator` where the server has a scheduler
+(CouchDB 2.1+, Cloudant), else from the `_replication_*` fields the server writes into
+each doc (CouchDB 1.x style, PouchDB Server). Both are listed once per server and
+shared by every Replication on it (see `Snapshot`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from replication_operator.backends import couchdb_docs as docs
+from replication_operator.backends.base import (
+    Observation,
+    ReplicationRequest,
+    ServerInfo,
+)
+from replication_operator.backends.couchdb_selector import selector_to_js
+from replication_operator.backends.snapshot import Snapshot
+from replication_operator.errors import ConflictError, NotFoundError, PermanentBackendError
+from replication_operator.http import ServerConnection, ServerSettings
+
+log = logging.getLogger(__name__)
+
+REPLICATOR = "_replicator"
+PAGE = 1000
+
+ConnectionFor = Callable[[ServerSettings], ServerConnection]
+
+
+def detect_flavour(root: dict[str, Any]) -> ServerInfo:
+    """Tell CouchDB, Cloudant and PouchDB Server apart from `GET /`."""
+    if "express-pouchdb" in root:
+        return ServerInfo("PouchDB Server", str(root.get("version", "")), [])
+    vendor = root.get("vendor") or {}
+    features = [str(f) for f in root.get("features") or []]
+    vendor_name = str(vendor.get("name", "")) if isinstance(vendor, dict) else ""
+    if "cloudant" in vendor_name.lower() or "cloudant_build" in root:
+        return ServerInfo("Cloudant", str(root.get("version", "")), features)
+    if "couchdb" in root:
+        return ServerInfo("CouchDB", str(root.get("version", "")), features)
+    raise PermanentBackendError("the server at this URL does not answer like CouchDB "
+                                "(no 'couchdb' or 'express-pouchdb' key in GET /)",
+                                code="WrongServerType")
+
+
+def has_scheduler(info: ServerInfo) -> bool:
+    if info.flavour == "Cloudant":
+        return True
+    if info.flavour != "CouchDB":
+        return False
+    major = info.version.split(".")[0]
+    return "scheduler" in info.features or (major.isdigit() and int(major) >= 2)
+
+
+@dataclass
+class ReplicatorState:
+    """Everything in `_replicator`, by doc id, plus the scheduler's view if any."""
+
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scheduler: dict[str, dict[str, Any]] | None = None
+
+
+class CouchDBBackend:
+    suspend_deletes = True  # a CouchDB job cannot be paused: suspend removes the doc
+
+    def __init__(self, conn: ServerConnection, connection_for: ConnectionFor) -> None:
+        self.conn = conn
+        self._connection_for = connection_for
+        self.info: ServerInfo | None = None
+        self._state = Snapshot(self._list_state)
+
+    # -- server -------------------------------------------------------------
+
+    async def probe(self) -> ServerInfo:
+        response = await self.conn.request("GET", "/")
+        info = detect_flavour(response.json())
+        # an authenticated call too, so bad credentials show up at probe time
+        await self.conn.request("GET", f"/{REPLICATOR}", allow=(404,))
+        self.info = info
+        return info
+
+    async def _info(self) -> ServerInfo:
+        return self.info if self.info is not None else await self.probe()
+
+    def replications(self) -> CouchDBBackend:
+        return self
+
+    # -- observation --------------------------------------------------------
+
+    async def _list_state(self) -> ReplicatorState:
+        info = await self._info()
+        state = ReplicatorState(docs=await self._all_docs())
+        if has_scheduler(info):
+            state.scheduler = await self._scheduler_docs()
+        return state
+
+    async def _all_docs(self) -> dict[str, dict[str, Any]]:
+        response = await self.conn.request("GET", f"/{REPLICATOR}/_all_docs",
+                                           params={"include_docs": "true"}, allow=(404,))
+        if response.status_code == 404:
+            return {}
+        rows = response.json().get("rows", [])
+        return {r["id"]: r["doc"] for r in rows
+                if r.get("doc") and not r["id"].startswith("_design/")}
+
+    async def _scheduler_docs(self) -> dict[str, dict[str, Any]]:
+        entries: dict[str, dict[str, Any]] = {}
+        skip = 0
+        while True:
+            response = await self.conn.request(
+                "GET", f"/_scheduler/docs/{REPLICATOR}", params={"limit": PAGE, "skip": skip})
+            page = response.json().get("docs", [])
+            entries.update({e["doc_id"]: e for e in page if "doc_id" in e})
+            if len(page) < PAGE:
+                return entries
+            skip += PAGE
+
+    def _mango(self) -> bool:
+        return self.info is not None and has_scheduler(self.info)
+
+    def validate(self, request: ReplicationRequest) -> None:
+        docs.validate(request)
+
+    async def observe(self, request: ReplicationRequest, *, max_age: float) -> Observation:
+        state = await self._state.get(max_age)
+        doc = state.docs.get(request.external_name)
+        entry = state.scheduler.get(request.external_name) if state.scheduler else None
+        return docs.observe(request, doc, entry, mango=self._mango())
+
+    def invalidate(self) -> None:
+        self._state.invalidate()
+
+    # -- changes ------------------------------------------------------------
+
+    def _doc_path(self, doc_id: str) -> str:
+        return f"/{REPLICATOR}/{quote(doc_id, safe='')}"
+
+    async def _ensure_selector_filter(self, request: ReplicationRequest) -> None:
+        """Install the selector as a JS filter on the source (servers without Mango)."""
+        selector = request.filter.get("selector")
+        if not selector or self._mango():
+            return
+        source = self._connection_for(request.source.server)
+        ddoc_id = f"_design/{docs.selector_ddoc_name(selector)}"
+        path = f"/{quote(request.source.database, safe='')}/{ddoc_id}"
+        body = {"filters": {"selector": selector_to_js(selector)},
+                "dbops_selector": selector}
+        response = await source.request("PUT", path, json=body, allow=(409,))
+        if response.status_code == 409:
+            return  # same name = same selector (content-addressed): already there
+
+    async def create(self, request: ReplicationRequest) -> None:
+        await self._info()
+        await self._ensure_selector_filter(request)
+        body = docs.new_doc(request, mango=self._mango())
+        try:
+            await self.conn.request("PUT", self._doc_path(request.external_name), json=body)
+        finally:
+            self.invalidate()
+
+    async def update(self, request: ReplicationRequest, seen: Observation) -> None:
+        await self._ensure_selector_filter(request)
+        body = {**docs.new_doc(request, mango=self._mango()), "_rev": seen.handle.get("rev")}
+        try:
+            response = await self.conn.request("PUT", self._doc_path(request.external_name),
+                                               json=body, allow=(403,))
+            if response.status_code == 403:
+                # PouchDB Server refuses edits of a running job: replace it instead.
+                await self.delete(request.external_name, seen)
+                await self.conn.request("PUT", self._doc_path(request.external_name),
+                                        json=docs.new_doc(request, mango=self._mango()))
+        finally:
+            self.invalidate()
+
+    async def delete(self, external_name: str, seen: Observation | None) -> None:
+        path = self._doc_path(external_name)
+        rev = seen.handle.get("rev") if seen is not None else None
+        try:
+            for _ in range(3):
+                if rev is None:
+                    current = await self.conn.request("GET", path, allow=(404,))
+                    if current.status_code == 404:
+                        return
+                    rev = current.json().get("_rev")
+                try:
+                    await self.conn.request("DELETE", path, params={"rev": rev})
+                    return
+                except NotFoundError:
+                    return
+                except ConflictError:
+                    rev = None  # changed meanwhile (the replicator writes state): re-read
+            raise ConflictError(f"{external_name}: the doc kept changing during deletion")
+        finally:
+            self.invalidate()

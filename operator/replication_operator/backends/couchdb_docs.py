@@ -1,0 +1,228 @@
+"""Pure CouchDB logic: a request becomes a `_replicator` doc; server answers become
+observations. No I/O here, so all of it is unit- and property-tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from replication_operator.backends.base import (
+    COMPLETED,
+    ERROR,
+    FAILED,
+    PENDING,
+    RUNNING,
+    Endpoint,
+    Observation,
+    Progress,
+    ReplicationRequest,
+)
+from replication_operator.errors import SpecError
+
+OWNER_FIELD = "dbops_owner"
+NONCE_FIELD = "dbops_nonce"
+"""Changes on every (re)creation: PouchDB Server ignores a doc re-created with exactly
+the content of a deleted one, so a restored job must never be byte-identical."""
+
+# Fields of a _replicator doc the operator manages; a hand edit to any of them is drift.
+REPLICATION_FIELDS = (
+    "source", "target", "continuous", "create_target", "create_target_params", "doc_ids",
+    "filter", "query_params", "selector", "since_seq", "use_checkpoints",
+    "checkpoint_interval", "worker_processes", "worker_batch_size", "http_connections",
+    "connection_timeout", "retries_per_request", "source_proxy", "target_proxy", "proxy",
+    "winning_revs_only", "user_ctx",
+)
+# Options a user may pass through spec.options (everything else is refused).
+ALLOWED_OPTIONS = frozenset(REPLICATION_FIELDS) - {
+    "source", "target", "continuous", "create_target", "doc_ids", "filter", "query_params",
+    "selector"}
+COUCH_FILTERS = {"selector", "docIds", "designFilter", "queryParams"}
+SELECTOR_DDOC_PREFIX = "dbops_selector_"
+
+
+def database_url(endpoint: Endpoint) -> str:
+    return f"{endpoint.server.base_url}/{quote(endpoint.database, safe='')}"
+
+
+def endpoint_doc(endpoint: Endpoint) -> str | dict[str, Any]:
+    """Source/target as the replicator wants it, credentials in the header form.
+
+    The `headers.Authorization` form works on CouchDB 3 and PouchDB Server alike
+    (CouchDB 3.2's `auth.basic` is ignored by PouchDB Server).
+    """
+    server = endpoint.server
+    creds = server.credentials
+    url = database_url(endpoint)
+    if server.auth_type in ("basic", "session") and creds.username:
+        return {"url": url, "headers": {"Authorization": creds.basic_header()}}
+    if server.auth_type == "bearer" and creds.token:
+        return {"url": url, "headers": {"Authorization": f"Bearer {creds.token}"}}
+    if server.auth_type == "iam" and creds.apikey:
+        return {"url": url, "auth": {"iam": {"api_key": creds.apikey}}, "headers": {}}
+    return url
+
+
+def validate(request: ReplicationRequest) -> None:
+    """Refuse filters and options a CouchDB replication cannot honour."""
+    foreign = sorted(set(request.filter) - COUCH_FILTERS)
+    if foreign:
+        raise SpecError(f"spec.filter.{foreign[0]} is a ReductStore filter; a CouchDB "
+                        f"replication accepts only {', '.join(sorted(COUCH_FILTERS))}")
+    unknown = sorted(set(request.options) - ALLOWED_OPTIONS)
+    if unknown:
+        raise SpecError(f"spec.options.{unknown[0]} is not a CouchDB replication option "
+                        f"(allowed: {', '.join(sorted(ALLOWED_OPTIONS))})")
+
+
+def selector_ddoc_name(selector: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(selector, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{SELECTOR_DDOC_PREFIX}{digest}"
+
+
+def desired_doc(request: ReplicationRequest, *, mango: bool) -> dict[str, Any]:
+    """The managed fields of the `_replicator` doc for `request`.
+
+    `mango` says whether the job server can filter by Mango selector; where it cannot,
+    the selector is replaced by a JavaScript filter installed on the source.
+    """
+    doc: dict[str, Any] = {
+        "source": endpoint_doc(request.source),
+        "target": endpoint_doc(request.target),
+        "continuous": request.continuous,
+        "create_target": request.create_target,
+    }
+    flt = request.filter
+    if flt.get("docIds"):
+        doc["doc_ids"] = list(flt["docIds"])
+    if flt.get("selector"):
+        if mango:
+            doc["selector"] = flt["selector"]
+        else:
+            doc["filter"] = f"{selector_ddoc_name(flt['selector'])}/selector"
+    if flt.get("designFilter"):
+        doc["filter"] = flt["designFilter"]
+    if flt.get("queryParams"):
+        doc["query_params"] = dict(flt["queryParams"])
+    doc.update(request.options)
+    return doc
+
+
+def new_doc(request: ReplicationRequest, *, mango: bool, now: datetime | None = None
+            ) -> dict[str, Any]:
+    """A full doc for creation: managed fields plus owner marker and nonce."""
+    stamp = (now or datetime.now(UTC)).isoformat(timespec="microseconds")
+    return {**desired_doc(request, mango=mango), OWNER_FIELD: request.key, NONCE_FIELD: stamp}
+
+
+def differences(stored: dict[str, Any], desired: dict[str, Any]) -> list[str]:
+    """Names of managed fields whose stored value differs from the desired one."""
+    keys = (set(REPLICATION_FIELDS) | set(desired)) - {"user_ctx"}
+    return sorted(k for k in keys if stored.get(k) != desired.get(k))
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):  # 1.x style: seconds (or ms) since the epoch
+        seconds = value / 1000 if value > 1e11 else value
+        return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def _error_text(info: Any) -> str:
+    if isinstance(info, dict):
+        error = info.get("error")
+        return str(error) if error is not None else ""
+    return "" if info is None else str(info)
+
+
+def _progress(stats: Any) -> Progress:
+    if not isinstance(stats, dict):
+        return Progress()
+
+    def num(key: str) -> int | None:
+        value = stats.get(key)
+        return int(value) if isinstance(value, int | float) else None
+
+    return Progress(docs_read=num("docs_read"), docs_written=num("docs_written"),
+                    doc_write_failures=num("doc_write_failures"),
+                    changes_pending=num("changes_pending"))
+
+
+def reason_from_error(text: str) -> str:
+    """A CamelCase condition reason from a CouchDB error term."""
+    lowered = text.lower()
+    if "unauthorized" in lowered or "auth_error" in lowered or "forbidden" in lowered:
+        return "Unauthorized"
+    if "duplicate" in lowered:
+        return "DuplicateReplication"
+    if "db_not_found" in lowered or "not_found" in lowered:
+        return "DatabaseNotFound"
+    if "econnrefused" in lowered or "http_request_failed" in lowered or "timeout" in lowered:
+        return "BackendUnavailable"
+    return "ReplicationError"
+
+
+def observe_scheduler(entry: dict[str, Any]) -> Observation:
+    """State from a `_scheduler/docs` item (CouchDB 2.1+)."""
+    state = entry.get("state")
+    info = entry.get("info")
+    seen = Observation(exists=True, progress=_progress(info),
+                       started_at=_iso(entry.get("start_time")),
+                       last_sync=_iso(entry.get("last_updated")))
+    if state in ("running", "pending"):
+        seen.phase, seen.reason = RUNNING, "Running" if state == "running" else "Queued"
+        if state == "pending":
+            seen.message = "queued by the replication scheduler (more jobs than max_jobs)"
+    elif state == "initializing" or state is None:
+        seen.phase, seen.reason = PENDING, "Initializing"
+    elif state == "completed":
+        seen.phase, seen.reason = COMPLETED, "Completed"
+        seen.completed_at = seen.last_sync
+    elif state == "failed":
+        text = _error_text(info) or "the replicator refused this job"
+        seen.phase, seen.reason, seen.message = FAILED, reason_from_error(text), text
+    else:  # crashing, error: the scheduler keeps retrying
+        text = _error_text(info) or f"replication is {state}"
+        seen.phase, seen.reason, seen.message = ERROR, reason_from_error(text), text
+    return seen
+
+
+def observe_doc_state(doc: dict[str, Any]) -> Observation:
+    """State from the `_replication_*` fields written into the doc (1.x, PouchDB)."""
+    state = doc.get("_replication_state")
+    seen = Observation(exists=True, progress=_progress(doc.get("_replication_stats")),
+                       last_sync=_iso(doc.get("_replication_state_time")))
+    if state == "triggered":
+        seen.phase, seen.reason = RUNNING, "Running"
+        seen.started_at = seen.last_sync
+    elif state == "completed":
+        seen.phase, seen.reason = COMPLETED, "Completed"
+        seen.completed_at = seen.last_sync
+    elif state in ("error", "failed"):
+        text = str(doc.get("_replication_state_reason") or f"replication {state}")
+        seen.phase = FAILED if state == "failed" else ERROR
+        seen.reason, seen.message = reason_from_error(text), text
+    else:
+        seen.phase, seen.reason = PENDING, "Initializing"
+    return seen
+
+
+def observe(request: ReplicationRequest, doc: dict[str, Any] | None,
+            scheduler_entry: dict[str, Any] | None, *, mango: bool) -> Observation:
+    """Combine the stored doc and the scheduler's view into one observation."""
+    if doc is None:
+        return Observation.absent()
+    if scheduler_entry is not None:
+        seen = observe_scheduler(scheduler_entry)
+    else:
+        seen = observe_doc_state(doc)
+    seen.owner = doc.get(OWNER_FIELD)
+    seen.differences = differences(doc, desired_doc(request, mango=mango))
+    seen.up_to_date = not seen.differences
+    seen.handle = {"rev": doc.get("_rev")}
+    return seen

@@ -1,0 +1,49 @@
+"""A single-flight, age-bounded cache for per-server list calls.
+
+Every resource on a server asks the same question ("what jobs exist?"). Whoever asks
+first triggers one list call; everyone asking meanwhile awaits that same call; later
+askers get the stored answer until it is older than they accept. That keeps the
+number of backend requests per resync proportional to servers, not resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Snapshot(Generic[T]):
+    def __init__(self, fetch: Callable[[], Awaitable[T]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._value: T | None = None
+        self._taken_at = float("-inf")
+        self._inflight: asyncio.Future[T] | None = None
+        self.fetches = 0
+
+    def invalidate(self) -> None:
+        """Forget the stored answer (after a write that changed the server)."""
+        self._taken_at = float("-inf")
+
+    async def get(self, max_age: float) -> T:
+        if self._value is not None and self._clock() - self._taken_at <= max_age:
+            return self._value
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._refresh())
+        # shield: one waiter being cancelled must not cancel the shared fetch
+        return await asyncio.shield(self._inflight)
+
+    async def _refresh(self) -> T:
+        started = self._clock()
+        try:
+            value = await self._fetch()
+            self.fetches += 1
+            self._value, self._taken_at = value, started
+            return value
+        finally:
+            self._inflight = None

@@ -1,0 +1,28 @@
+"""Operator-wide settings, from the command line (and environment)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: list[str] = field(default_factory=list)  # empty = all namespaces
+    resync_interval: float = 30.0  # seconds between drift checks of every resource
+    probe_interval: float = 60.0  # default for DatabaseServers without their own
+    cleanup_grace: float = 300.0  # deletion blocked by a down server is reported after this
+    backoff_base: float = 2.0
+    backoff_cap: float = 300.0
+    liveness_port: int = 8080
+    metrics_port: int = 9090
+    standalone: bool = True
+    annotation_prefix: str = "replication.dbops.dev"
+
+    def backoff(self, retry: int) -> float:
+        """Capped exponential backoff for the n-th retry of a transient failure."""
+        return float(min(self.backoff_cap, self.backoff_base * 2 ** max(0, retry)))
+
+
+RUN_REQUESTED = "replication.dbops.dev/run-requested"
+ROTATE_REQUESTED = "replication.dbops.dev/rotate-requested"
+SKIP_CLEANUP = "replication.dbops.dev/skip-cleanup"

@@ -1,0 +1,27 @@
+"""What every handler shares: settings, the server registry, metrics, locks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from replication_operator.config import OperatorConfig
+from replication_operator.metrics import ResourceTally
+from replication_operator.servers import ServerRegistry
+
+
+@dataclass
+class OperatorContext:
+    config: OperatorConfig
+    servers: ServerRegistry
+    tally: ResourceTally = field(default_factory=ResourceTally)
+    _locks: defaultdict[str, asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock))
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        """One reconcile at a time per object (change handlers and timers overlap)."""
+        return self._locks[uid]
+
+    def release(self, uid: str) -> None:
+        self._locks.pop(uid, None)

@@ -1,0 +1,203 @@
+"""Replication: keep one job on a server in line with the resource."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from replication_operator import GROUP, VERSION, kube
+from replication_operator.backends.base import (
+    Endpoint,
+    Observation,
+    ReplicationDriver,
+    ReplicationRequest,
+)
+from replication_operator.config import SKIP_CLEANUP
+from replication_operator.context import OperatorContext
+from replication_operator.credentials import Credentials
+from replication_operator.errors import BackendError, ReferenceError_, TransientBackendError
+from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
+from replication_operator.reconcile.replication import Verb, compute_status, plan
+from replication_operator.servers import ServerEntry, with_credentials
+from replication_operator.status import changed_fields, now_iso
+
+PLURAL = "replications"
+KIND = "Replication"
+PUSH_TYPES = {"reductstore"}  # job lives on the source server; others pull (target)
+
+
+def external_name(namespace: str, name: str, spec: Mapping[str, Any]) -> str:
+    """Deterministic, so a restart in the middle of a create never makes a duplicate."""
+    return str(spec.get("externalName") or f"{namespace}.{name}")
+
+
+async def token_credentials(namespace: str, ref: Mapping[str, Any]) -> tuple[Credentials, str]:
+    """Credentials from a Token's Secret, and the auth type that uses them."""
+    token = await kube.get_custom(namespace, "tokens", ref["name"])
+    if token is None:
+        raise ReferenceError_(f"Token {ref['name']!r} (tokenRef) not found")
+    secret_name = ((token.get("status") or {}).get("secretName")
+                   or token["spec"].get("secretName") or ref["name"])
+    data = await kube.read_secret(namespace, secret_name)
+    if not data:
+        raise ReferenceError_(f"Token {ref['name']!r} has no credential yet (Secret "
+                              f"{secret_name!r} missing)")
+    if data.get("password"):
+        return Credentials(username=data.get("username", ""), password=data["password"]), "basic"
+    return Credentials(username=data.get("username", ""), token=data.get("token", "")), "bearer"
+
+
+class Resolved:
+    """A request plus the server entry whose driver runs the job."""
+
+    def __init__(self, request: ReplicationRequest, job_server: str, entry: ServerEntry) -> None:
+        self.request = request
+        self.job_server = job_server
+        self.entry = entry
+
+    @property
+    def driver(self) -> ReplicationDriver:
+        return self.entry.backend.replications()
+
+
+async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping[str, Any]
+                  ) -> Resolved:
+    async def endpoint(side: str) -> Endpoint:
+        ref = spec[side]
+        entry = await ctx.servers.get(namespace, ref["server"])
+        settings = entry.settings
+        if ref.get("tokenRef"):
+            creds, auth_type = await token_credentials(namespace, ref["tokenRef"])
+            settings = with_credentials(settings, creds, auth_type)
+        return Endpoint(settings, str(ref["database"]))
+
+    source, target = await endpoint("source"), await endpoint("target")
+    job_server = spec.get("server") or (
+        spec["source"]["server"] if source.server.type in PUSH_TYPES
+        else spec["target"]["server"])
+    entry = await ctx.servers.get(namespace, job_server)
+    request = ReplicationRequest(
+        key=f"{namespace}/{name}",
+        external_name=external_name(namespace, name, spec),
+        source=source, target=target,
+        continuous=bool(spec.get("continuous", True)),
+        create_target=bool(spec["target"].get("create", False)),
+        suspend=bool(spec.get("suspend", False)),
+        filter=dict(spec.get("filter") or {}),
+        options=dict(spec.get("options") or {}),
+        adopted=bool(spec.get("externalName")),
+    )
+    return Resolved(request, job_server, entry)
+
+
+def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    config = ctx.config
+
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, *, max_age: float
+                        ) -> BackendError | None:
+        ns, name = body.metadata.namespace or "", body.metadata.name or ""
+        spec, previous = body.spec, dict(body.get("status") or {})
+        generation = body.meta.get("generation")
+        seen: Observation | None = None
+        error: BackendError | None = None
+        job_server = str(previous.get("server") or "")
+        ext = external_name(ns, name, spec)
+        started = time.monotonic()
+        async with ctx.lock(body.metadata.uid or f"{ns}/{name}"):
+            try:
+                resolved = await resolve(ctx, ns, name, spec)
+                job_server, driver, request = (resolved.job_server, resolved.driver,
+                                               resolved.request)
+                driver.validate(request)
+                seen = await driver.observe(request, max_age=max_age)
+                action = plan(key=request.key, external_name=ext, seen=seen,
+                              suspend=request.suspend, suspend_deletes=driver.suspend_deletes,
+                              adopted=request.adopted,
+                              spec_changed=previous.get("observedGeneration") != generation,
+                              created_before=bool(previous.get("externalName"))
+                              and previous.get("phase") not in (None, "Pending", "Suspended"))
+                if action.verb is Verb.CREATE:
+                    await driver.create(request)
+                elif action.verb is Verb.UPDATE:
+                    await driver.update(request, seen)
+                elif action.verb is Verb.DELETE:
+                    await driver.delete(ext, seen)
+                if action.verb is not Verb.NOTHING:
+                    kopf.event(body, type="Warning" if action.reason == "DriftCorrected"
+                               else "Normal", reason=action.reason, message=action.message)
+                    seen = await driver.observe(request, max_age=0)
+            except BackendError as exc:
+                error = exc
+                if exc.code == "Unauthorized":
+                    for side in ("source", "target"):
+                        ctx.servers.invalidate(ns, spec[side]["server"])
+        status = compute_status(previous=previous, generation=generation, seen=seen,
+                                error=error, suspended=bool(spec.get("suspend", False)),
+                                external_name=ext, server=job_server, now=now_iso())
+        for key, value in changed_fields(previous, status).items():
+            patch.status[key] = value
+        if error is not None and (not previous.get("lastError") or
+                                  previous["lastError"].get("message") != error.message):
+            kopf.warn(body, reason=error.code, message=error.message)
+        record(ns, name, status, error, time.monotonic() - started)
+        return error
+
+    def record(ns: str, name: str, status: Mapping[str, Any], error: BackendError | None,
+               seconds: float) -> None:
+        RECONCILES.labels(KIND, "error" if error else "ok").inc()
+        RECONCILE_SECONDS.labels(KIND).observe(seconds)
+        ready = any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in status.get("conditions", []))
+        ctx.tally.set(KIND, f"{ns}/{name}", str(status.get("phase")), ready)
+        for field, value in (status.get("progress") or {}).items():
+            PROGRESS.labels(ns, name, field).set(value)
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    async def changed(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
+        error = await reconcile(body, patch, max_age=1.0)
+        if isinstance(error, TransientBackendError):
+            delay = max(config.backoff(retry), error.retry_after or 0)
+            raise kopf.TemporaryError(error.message, delay=delay)
+        # permanent errors: status says Stalled; the resync timer re-checks at its own
+        # pace, which heals references created later without a hot retry loop
+
+    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=config.resync_interval,
+                initial_delay=config.resync_interval)
+    async def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        if body.metadata.get("deletionTimestamp"):
+            return
+        await reconcile(body, patch, max_age=config.resync_interval)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
+                      **_: Any) -> None:
+        ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
+        ext = str((body.get("status") or {}).get("externalName") or
+                  external_name(ns, name, spec))
+        ctx.tally.drop(KIND, f"{ns}/{name}")
+        ctx.release(body.metadata.uid or "")
+        if spec.get("deletionPolicy") == "Orphan":
+            kopf.info(body, reason="Orphaned", message=f"left job {ext} on the server")
+            return
+        if body.metadata.annotations.get(SKIP_CLEANUP) == "true":
+            kopf.warn(body, reason="CleanupSkipped",
+                      message=f"{SKIP_CLEANUP}=true: job {ext} was not removed from the server")
+            return
+        try:
+            resolved = await resolve(ctx, ns, name, spec)
+            await resolved.driver.delete(ext, None)
+        except BackendError as exc:
+            waited = runtime.total_seconds()
+            if waited >= config.cleanup_grace:
+                patch.status["conditions"] = [{
+                    "type": "Ready", "status": "False", "reason": "CleanupBlocked",
+                    "message": f"cannot remove job {ext} for {int(waited)}s: {exc.message}; "
+                               f"annotate {SKIP_CLEANUP}=true to delete without cleanup",
+                    "lastTransitionTime": now_iso()}]
+            raise kopf.TemporaryError(exc.message, delay=config.backoff(retry)) from None
+        kopf.info(body, reason="Deleted", message=f"removed job {ext} from the server")

@@ -1,0 +1,36 @@
+"""kopf settings: own finalizer and annotation prefix, watch timeouts, quiet events."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from replication_operator import FINALIZER, GROUP
+from replication_operator.context import OperatorContext
+from replication_operator.metrics import serve
+
+WATCH_SERVER_TIMEOUT = 300.0  # a watch stream never silently hangs longer than this
+
+
+def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration")
+        settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+        settings.watching.client_timeout = WATCH_SERVER_TIMEOUT + 30
+        settings.watching.connect_timeout = 30
+        settings.posting.level = logging.WARNING  # our own Events say what happened
+        settings.batching.error_delays = (1, 2, 5, 10, 20, 30, 60, 120, 300)
+        settings.networking.request_timeout = 60
+        if ctx.config.metrics_port:
+            serve(ctx.config.metrics_port)
+            logger.info("metrics on :%d/metrics", ctx.config.metrics_port)
+
+    @kopf.on.cleanup(registry=registry)
+    async def close_connections(**_: Any) -> None:
+        await ctx.servers.aclose()

@@ -1,0 +1,336 @@
+"""One pooled HTTP connection per DatabaseServer: auth, timeouts, retries, caps.
+
+Every backend request goes through `ServerConnection.request`, which
+- authenticates (none, basic, session cookie renewed on 401, bearer, IAM API-key
+  exchange cached and renewed before expiry),
+- limits concurrency per server (shared by every resource using the server),
+- honours 429 / Retry-After by pausing the whole server, not one request,
+- retries transient failures a few times with capped exponential backoff,
+- turns every failure into a classified `BackendError` with a credential-free message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from replication_operator.credentials import Credentials
+from replication_operator.errors import (
+    BackendError,
+    PermanentBackendError,
+    TransientBackendError,
+    classify_status,
+)
+
+log = logging.getLogger(__name__)
+
+RequestObserver = Callable[[str, str, str, float], None]
+"""Called as (server, method, status-or-error, seconds) after every request."""
+
+MAX_RETRY_AFTER = 30.0
+DEFAULT_IAM_TOKEN_URL = "https://iam.cloud.ibm.com/identity/token"
+
+
+def redact_url(url: str) -> str:
+    """The URL without userinfo, query or fragment: safe for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything needed to talk to one server, resolved from a DatabaseServer."""
+
+    key: str  # "namespace/name", used for metrics and logs
+    type: str
+    url: str
+    auth_type: str = "none"
+    credentials: Credentials = field(default_factory=Credentials)
+    timeout: float = 30.0
+    max_concurrent: int = 8
+    insecure_skip_verify: bool = False
+    ca_pem: str = field(default="", repr=False)
+    iam_token_url: str = DEFAULT_IAM_TOKEN_URL
+
+    @property
+    def base_url(self) -> str:
+        return self.url.rstrip("/")
+
+
+class Authenticator(Protocol):
+    async def headers(self, conn: ServerConnection) -> dict[str, str]: ...
+
+    async def invalidate(self) -> bool:
+        """Forget cached credentials after a 401; True if retrying may help."""
+        ...
+
+
+class NoAuth:
+    async def headers(self, conn: ServerConnection) -> dict[str, str]:
+        return {}
+
+    async def invalidate(self) -> bool:
+        return False
+
+
+class StaticHeaderAuth:
+    """Basic or bearer: a header computed once from the Secret."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    async def headers(self, conn: ServerConnection) -> dict[str, str]:
+        return {"Authorization": self._value}
+
+    async def invalidate(self) -> bool:
+        return False
+
+
+class SessionAuth:
+    """CouchDB cookie session: POST /_session once, again when the cookie expires."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self._cookie: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def headers(self, conn: ServerConnection) -> dict[str, str]:
+        async with self._lock:
+            if self._cookie is None:
+                self._cookie = await self._login(conn)
+        return {"Cookie": f"AuthSession={self._cookie}"}
+
+    async def _login(self, conn: ServerConnection) -> str:
+        body = {"name": self._credentials.username, "password": self._credentials.password}
+        response = await conn.raw_send("POST", "/_session", json=body)
+        if response.status_code != 200:
+            raise classify_status(response.status_code, f"session login to "
+                                  f"{redact_url(conn.settings.url)} refused "
+                                  f"(HTTP {response.status_code}): check the username "
+                                  f"and password in the auth Secret")
+        cookie = response.cookies.get("AuthSession")
+        if not cookie:
+            raise PermanentBackendError("session login answered without an AuthSession cookie",
+                                        code="AuthFailed")
+        return cookie
+
+    async def invalidate(self) -> bool:
+        async with self._lock:
+            had_cookie = self._cookie is not None
+            self._cookie = None
+        return had_cookie
+
+
+class IamAuth:
+    """IBM Cloud IAM: exchange an API key for a bearer token, renew before expiry."""
+
+    RENEW_MARGIN = 0.2  # renew when less than 20% of the lifetime is left
+
+    def __init__(self, credentials: Credentials, token_url: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._apikey = credentials.apikey
+        self._token_url = token_url
+        self._clock = clock
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._lock = asyncio.Lock()
+        self.exchanges = 0
+
+    async def headers(self, conn: ServerConnection) -> dict[str, str]:
+        async with self._lock:
+            if self._token is None or self._clock() >= self._renew_at:
+                await self._exchange(conn)
+        return {"Authorization": f"Bearer {self._token}"}
+
+    async def _exchange(self, conn: ServerConnection) -> None:
+        form = {"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": self._apikey}
+        try:
+            response = await conn.client.post(self._token_url, data=form,
+                                              headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise TransientBackendError(
+                f"IAM token endpoint {redact_url(self._token_url)} unreachable: "
+                f"{type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise classify_status(response.status_code,
+                                  f"IAM token exchange refused (HTTP {response.status_code}): "
+                                  f"check the API key in the auth Secret")
+        payload = response.json()
+        lifetime = float(payload.get("expires_in", 3600))
+        self._token = str(payload["access_token"])
+        self._renew_at = self._clock() + lifetime * (1 - self.RENEW_MARGIN)
+        self.exchanges += 1
+
+    async def invalidate(self) -> bool:
+        async with self._lock:
+            had_token = self._token is not None
+            self._token = None
+        return had_token
+
+
+def make_authenticator(settings: ServerSettings) -> Authenticator:
+    creds = settings.credentials
+    match settings.auth_type:
+        case "basic":
+            return StaticHeaderAuth(creds.basic_header())
+        case "bearer":
+            return StaticHeaderAuth(f"Bearer {creds.token}")
+        case "session":
+            return SessionAuth(creds)
+        case "iam":
+            return IamAuth(creds, settings.iam_token_url)
+        case _:
+            return NoAuth()
+
+
+def _ssl_context(settings: ServerSettings) -> ssl.SSLContext | bool:
+    if settings.insecure_skip_verify:
+        return False
+    if settings.ca_pem:
+        return ssl.create_default_context(cadata=settings.ca_pem)
+    return True
+
+
+def error_text(response: httpx.Response) -> str:
+    """The server's own explanation, whichever convention it uses."""
+    header = response.headers.get("x-reduct-error")
+    if header:
+        return header
+    try:
+        payload: Any = response.json()
+    except ValueError:
+        return response.text.strip()[:300]
+    if isinstance(payload, dict):
+        errors = payload.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errors)
+        if "error" in payload or "reason" in payload:
+            return f"{payload.get('error', '')}: {payload.get('reason', '')}".strip(": ")
+        if "message" in payload:
+            return str(payload["message"])
+        if "detail" in payload:
+            return str(payload["detail"])
+    return str(payload)[:300]
+
+
+class ServerConnection:
+    """A pooled client for one server; cheap to share, rebuilt when settings change."""
+
+    RETRIES = 2
+    BACKOFF_BASE = 0.2
+    BACKOFF_CAP = 2.0
+
+    def __init__(self, settings: ServerSettings, *, observer: RequestObserver | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.client = httpx.AsyncClient(
+            base_url=settings.base_url,
+            timeout=httpx.Timeout(settings.timeout),
+            verify=_ssl_context(settings),
+            limits=httpx.Limits(max_connections=settings.max_concurrent,
+                                max_keepalive_connections=settings.max_concurrent),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self.auth = make_authenticator(settings)
+        self._slots = asyncio.Semaphore(settings.max_concurrent)
+        self._paused_until = 0.0
+        self._observer = observer
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def raw_send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request with no auth, retry or classification (used by auth flows)."""
+        return await self._send(method, path, {}, kwargs)
+
+    async def request(self, method: str, path: str, *, json: Any = None,
+                      params: Mapping[str, Any] | None = None, content: bytes | None = None,
+                      headers: Mapping[str, str] | None = None,
+                      allow: Iterable[int] = ()) -> httpx.Response:
+        """Send with auth and retries; 2xx and `allow`-ed statuses come back, others raise."""
+        allowed = set(allow)
+        kwargs: dict[str, Any] = {"params": params}
+        if json is not None:
+            kwargs["json"] = json
+        if content is not None:
+            kwargs["content"] = content
+        reauthenticated = False
+        attempt = 0
+        while True:
+            try:
+                auth_headers = await self.auth.headers(self)
+                response = await self._send(method, path, {**auth_headers, **(headers or {})},
+                                            kwargs)
+            except httpx.TimeoutException:
+                failure: BackendError = TransientBackendError(
+                    f"{method} {self._where(path)} timed out after {self.settings.timeout:g}s")
+            except httpx.HTTPError as exc:
+                failure = TransientBackendError(
+                    f"{method} {self._where(path)} failed: cannot connect "
+                    f"({type(exc).__name__})")
+            else:
+                status = response.status_code
+                if status < 300 or status in allowed:
+                    return response
+                if status == 401 and not reauthenticated and await self.auth.invalidate():
+                    reauthenticated = True
+                    continue
+                failure = classify_status(
+                    status, f"{method} {self._where(path)}: HTTP {status} {error_text(response)}")
+                if status == 429 or status == 503:
+                    retry_after = _retry_after(response)
+                    if retry_after is not None and isinstance(failure, TransientBackendError):
+                        failure.retry_after = retry_after
+                        self._paused_until = max(self._paused_until,
+                                                 time.monotonic() + retry_after)
+            if failure.permanent or attempt >= self.RETRIES:
+                raise failure
+            attempt += 1
+            await asyncio.sleep(self._backoff(attempt))
+
+    def _where(self, path: str) -> str:
+        return f"{redact_url(self.settings.url)}{path.split('?')[0]}"
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self.BACKOFF_CAP, self.BACKOFF_BASE * 2 ** (attempt - 1))
+        return delay * (0.5 + random.random() / 2)
+
+    async def _send(self, method: str, path: str, headers: dict[str, str],
+                    kwargs: dict[str, Any]) -> httpx.Response:
+        async with self._slots:
+            pause = self._paused_until - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            started = time.monotonic()
+            outcome = "error"
+            try:
+                response = await self.client.request(method, path, headers=headers, **kwargs)
+                outcome = str(response.status_code)
+                return response
+            finally:
+                if self._observer is not None:
+                    self._observer(self.settings.key, method, outcome,
+                                   time.monotonic() - started)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(value)))
+    except ValueError:
+        return None

@@ -1,0 +1,65 @@
+"""Prometheus metrics (kopf has none of its own: served from a startup handler)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+BACKEND_REQUESTS = Counter(
+    "replication_operator_backend_requests_total",
+    "Requests sent to data servers, by server, method and HTTP status (or 'error').",
+    ["server", "method", "code"], registry=REGISTRY)
+BACKEND_LATENCY = Histogram(
+    "replication_operator_backend_request_seconds", "Latency of requests to data servers.",
+    ["server"], registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+RECONCILES = Counter(
+    "replication_operator_reconciles_total", "Reconciles, by kind and result.",
+    ["kind", "result"], registry=REGISTRY)
+RECONCILE_SECONDS = Histogram(
+    "replication_operator_reconcile_seconds", "Duration of one reconcile.", ["kind"],
+    registry=REGISTRY)
+RESOURCES = Gauge(
+    "replication_operator_resources", "Resources by kind, phase and readiness.",
+    ["kind", "phase", "ready"], registry=REGISTRY)
+PROGRESS = Gauge(
+    "replication_operator_replication_progress",
+    "Replication progress as reported by the server (docsWritten, changesPending, ...).",
+    ["namespace", "name", "field"], registry=REGISTRY)
+TOKEN_EXPIRY = Gauge(
+    "replication_operator_token_expiry_timestamp_seconds",
+    "When a Token's credential expires (Unix time; absent for tokens that never expire).",
+    ["namespace", "name"], registry=REGISTRY)
+
+
+def observe_request(server: str, method: str, code: str, seconds: float) -> None:
+    BACKEND_REQUESTS.labels(server, method, code).inc()
+    BACKEND_LATENCY.labels(server).observe(seconds)
+
+
+class ResourceTally:
+    """Current phase/readiness per object, exported as counts per (kind, phase, ready)."""
+
+    def __init__(self) -> None:
+        self._states: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def set(self, kind: str, key: str, phase: str, ready: bool) -> None:
+        self._states[(kind, key)] = (phase, "true" if ready else "false")
+        self._export()
+
+    def drop(self, kind: str, key: str) -> None:
+        self._states.pop((kind, key), None)
+        self._export()
+
+    def _export(self) -> None:
+        counts: dict[tuple[str, str, str], int] = {}
+        for (kind, _), (phase, ready) in self._states.items():
+            counts[(kind, phase, ready)] = counts.get((kind, phase, ready), 0) + 1
+        RESOURCES.clear()
+        for labels, count in counts.items():
+            RESOURCES.labels(*labels).set(count)
+
+
+def serve(port: int) -> None:
+    start_http_server(port, addr="0.0.0.0", registry=REGISTRY)

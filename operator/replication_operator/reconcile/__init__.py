@@ -1,0 +1,1 @@
+"""Pure reconcile logic: desired state and observed state in, actions and status out."""

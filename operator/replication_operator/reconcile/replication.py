@@ -1,0 +1,164 @@
+"""Decide what to do about one Replication, and what its status says.
+
+Pure functions only: the same for every backend, testable without a cluster.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from replication_operator.backends.base import (
+    COMPLETED,
+    ERROR,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUSPENDED,
+    Observation,
+)
+from replication_operator.errors import BackendError
+from replication_operator.status import (
+    READY,
+    RECONCILING,
+    STALLED,
+    SYNCED,
+    Condition,
+    merge_conditions,
+)
+
+
+class Verb(enum.Enum):
+    NOTHING = "nothing"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Plan:
+    verb: Verb
+    reason: str = ""  # Event reason: Created, Updated, Adopted, DriftCorrected, ...
+    message: str = ""
+
+
+class OwnershipConflict(BackendError):
+    """The job on the server belongs to another Replication."""
+
+    permanent = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="OwnedByAnother")
+
+
+def plan(*, key: str, external_name: str, seen: Observation, suspend: bool,
+         suspend_deletes: bool, adopted: bool, spec_changed: bool, created_before: bool
+         ) -> Plan:
+    """The one action that brings the server in line with the spec.
+
+    `spec_changed`: the spec generation moved since the last reconcile, so a mismatch
+    is the user's update, not drift. `created_before`: status says the job existed,
+    so finding it gone means someone removed it.
+    """
+    if seen.exists and seen.owner not in (None, key) and not adopted:
+        raise OwnershipConflict(
+            f"job {external_name!r} on the server belongs to Replication {seen.owner}; set "
+            f"spec.externalName to adopt it deliberately")
+    if seen.provisioned:
+        return Plan(Verb.NOTHING)
+    if suspend and suspend_deletes:
+        if seen.exists:
+            return Plan(Verb.DELETE, "Suspended", f"removed job {external_name} (suspended)")
+        return Plan(Verb.NOTHING)
+    if not seen.exists:
+        if created_before and not spec_changed:
+            return Plan(Verb.CREATE, "DriftCorrected",
+                        f"job {external_name} was removed from the server; recreated it")
+        return Plan(Verb.CREATE, "Created", f"created job {external_name}")
+    if adopted and seen.owner != key:
+        return Plan(Verb.UPDATE, "Adopted", f"adopted existing job {external_name}")
+    if not seen.up_to_date:
+        fields = ", ".join(seen.differences) or "settings"
+        if spec_changed:
+            return Plan(Verb.UPDATE, "Updated", f"updated job {external_name} ({fields})")
+        return Plan(Verb.UPDATE, "DriftCorrected",
+                    f"job {external_name} was changed on the server ({fields}); put it back")
+    return Plan(Verb.NOTHING)
+
+
+def _progress_conditions(phase: str, reason: str, message: str) -> list[Condition]:
+    ready = phase in (RUNNING, COMPLETED, SUSPENDED)
+    stalled = phase == FAILED
+    reconciling = not ready and not stalled
+    return [
+        Condition(READY, ready, reason, message),
+        Condition(SYNCED, True, "ReconcileSuccess", ""),
+        Condition(RECONCILING, reconciling, reason if reconciling else "Idle",
+                  message if reconciling else ""),
+        Condition(STALLED, stalled, reason if stalled else "Idle", message if stalled else ""),
+    ]
+
+
+def _error_conditions(error: BackendError) -> list[Condition]:
+    reason = error.code if error.permanent else "BackendUnavailable"
+    return [
+        Condition(READY, False, reason, error.message),
+        Condition(SYNCED, False, "ReconcileError", error.message),
+        Condition(RECONCILING, not error.permanent, reason if not error.permanent else "Idle",
+                  error.message if not error.permanent else ""),
+        Condition(STALLED, error.permanent, reason if error.permanent else "Idle",
+                  error.message if error.permanent else ""),
+    ]
+
+
+def compute_status(*, previous: Mapping[str, Any] | None, generation: int | None,
+                   seen: Observation | None, error: BackendError | None,
+                   suspended: bool, external_name: str, server: str, now: str
+                   ) -> dict[str, Any]:
+    """The full `.status` for the outcome of one reconcile."""
+    previous = previous or {}
+    if error is not None:
+        phase = ERROR
+        conditions = _error_conditions(error)
+        last_error = {"code": error.code, "message": error.message}
+    elif seen is None or (suspended and not seen.exists):
+        phase = SUSPENDED if suspended else PENDING
+        conditions = _progress_conditions(phase, "Suspended" if suspended else "Pending",
+                                          "suspended: no job on the server" if suspended
+                                          else "")
+        last_error = None
+    else:
+        phase = SUSPENDED if suspended and seen.mode in ("paused", "disabled") else seen.phase
+        message = seen.message
+        if seen.provisioned:
+            message = ("provisioned on the server (read-only): reported, never written"
+                       + (f"; differs from spec in {', '.join(seen.differences)}"
+                          if seen.differences else ""))
+        conditions = _progress_conditions(phase, seen.reason or phase, message)
+        last_error = ({"code": seen.reason, "message": seen.message}
+                      if phase in (ERROR, FAILED) and seen.message else None)
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "phase": phase,
+        "externalName": external_name,
+        "server": server,
+        "conditions": merge_conditions(previous.get("conditions"), conditions, generation, now),
+    }
+    if last_error is not None:
+        old = previous.get("lastError") or {}
+        same = old.get("code") == last_error["code"] and old.get("message") == \
+            last_error["message"]
+        status["lastError"] = {**last_error, "time": old.get("time") if same else now}
+    else:
+        status["lastError"] = None
+    if seen is not None and seen.exists:
+        status["progress"] = seen.progress.as_status() or previous.get("progress")
+        for key, value in (("startedAt", seen.started_at), ("completedAt", seen.completed_at),
+                           ("lastSyncTime", seen.last_sync), ("mode", seen.mode)):
+            if value is not None:
+                status[key] = value
+        if seen.diagnostics:
+            status["diagnostics"] = seen.diagnostics
+    return status

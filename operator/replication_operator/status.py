@@ -1,0 +1,72 @@
+"""Conditions and status documents, following the kstatus conventions.
+
+- `Ready` (normal-true): the resource does what it declares.
+- `Reconciling` and `Stalled` (abnormal-true): work in progress / gave up until the
+  spec or the server changes. They are kept present with status False otherwise.
+- `Synced` (Crossplane): the last attempt to apply the spec to the server worked.
+- `observedGeneration` says which spec generation the status describes.
+
+Timestamps change only on a real transition, so recomputing an unchanged status gives
+an identical document and no API write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+READY, SYNCED, RECONCILING, STALLED = "Ready", "Synced", "Reconciling", "Stalled"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str = ""
+
+
+def merge_conditions(previous: Iterable[Mapping[str, Any]] | None, updates: Iterable[Condition],
+                     generation: int | None, now: str) -> list[dict[str, Any]]:
+    """New condition list; lastTransitionTime kept where the status did not flip."""
+    old = {c.get("type"): c for c in previous or []}
+    merged: list[dict[str, Any]] = []
+    for cond in updates:
+        status = "True" if cond.status else "False"
+        before = old.get(cond.type)
+        keep_time = before is not None and before.get("status") == status
+        item: dict[str, Any] = {
+            "type": cond.type,
+            "status": status,
+            "reason": cond.reason or ("Ok" if cond.status else "NotReady"),
+            "message": cond.message[:1024],
+            "lastTransitionTime": before.get("lastTransitionTime") if keep_time and before
+            else now,
+        }
+        if generation is not None:
+            item["observedGeneration"] = generation
+        merged.append(item)
+    known = {c.type for c in updates}
+    merged.extend(dict(c) for t, c in old.items() if t not in known)
+    return merged
+
+
+def changed_fields(current: Mapping[str, Any] | None, desired: Mapping[str, Any]
+                   ) -> dict[str, Any]:
+    """Top-level status fields whose value differs (None = remove the field)."""
+    current = current or {}
+    patch = {k: v for k, v in desired.items() if current.get(k) != v}
+    return patch
+
+
+def condition(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
+    for cond in (status or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return cond
+    return None
