@@ -66,7 +66,15 @@ class ServerSettings:
 
     @property
     def base_url(self) -> str:
-        return self.url.rstrip("/")
+        """The URL without userinfo: credentials come from the Secret only (the CRD
+        refuses userinfo in spec.url, so nothing declared is dropped here)."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, "")).rstrip("/")
 
 
 class Authenticator(Protocol):

@@ -1,0 +1,68 @@
+"""The per-server list cache: one fetch for many concurrent askers, bounded age."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from replication_operator.backends.snapshot import Snapshot
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_concurrent_askers_share_one_fetch() -> None:
+    gate = asyncio.Event()
+    calls = 0
+
+    async def fetch() -> int:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return calls
+
+    snap = Snapshot(fetch)
+    waiters = [asyncio.ensure_future(snap.get(max_age=10)) for _ in range(50)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*waiters) == [1] * 50
+    assert calls == 1
+
+
+async def test_age_bound_and_invalidate() -> None:
+    clock = Clock()
+    counter = iter(range(100))
+
+    async def fetch() -> int:
+        return next(counter)
+
+    snap = Snapshot(fetch, clock=clock)
+    assert await snap.get(max_age=30) == 0
+    clock.now = 29
+    assert await snap.get(max_age=30) == 0
+    clock.now = 31
+    assert await snap.get(max_age=30) == 1
+    snap.invalidate()
+    assert await snap.get(max_age=30) == 2
+
+
+async def test_a_failed_fetch_is_not_cached() -> None:
+    attempts = 0
+
+    async def fetch() -> int:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("down")
+        return 7
+
+    snap = Snapshot(fetch)
+    with pytest.raises(RuntimeError):
+        await snap.get(max_age=10)
+    assert await snap.get(max_age=10) == 7
