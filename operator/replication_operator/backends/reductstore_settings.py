@@ -1,0 +1,112 @@
+"""Pure ReductStore logic: a request becomes replication settings; list and detail
+answers become observations.
+
+ReductStore 1.21 ignores the deprecated `include`, `exclude`, `each_n` and `each_s`
+settings, so the operator expresses them in the conditional query `when` (`&label`
+`$eq`/`$ne`, `$each_n`, `$each_t`): what the user declared is never dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from replication_operator.backends.base import (
+    ERROR,
+    RUNNING,
+    SUSPENDED,
+    Observation,
+    Progress,
+    ReplicationRequest,
+)
+from replication_operator.errors import SpecError
+
+REDUCT_FILTERS = {"entries", "include", "exclude", "when", "eachN", "eachS"}
+ALLOWED_OPTIONS = frozenset({"dst_prefix", "compression"})
+# Settings the server echoes back and the operator manages (dst_token is never echoed).
+COMPARED = ("src_bucket", "dst_bucket", "dst_host", "entries", "when", "mode",
+            *sorted(ALLOWED_OPTIONS))
+
+
+def validate(request: ReplicationRequest) -> None:
+    foreign = sorted(set(request.filter) - REDUCT_FILTERS)
+    if foreign:
+        raise SpecError(f"spec.filter.{foreign[0]} is a CouchDB filter; a ReductStore "
+                        f"replication accepts only {', '.join(sorted(REDUCT_FILTERS))}")
+    unknown = sorted(set(request.options) - ALLOWED_OPTIONS)
+    if unknown:
+        raise SpecError(f"spec.options.{unknown[0]} is not a ReductStore replication option "
+                        f"(allowed: {', '.join(sorted(ALLOWED_OPTIONS))})")
+    if not request.continuous:
+        raise SpecError("spec.continuous: ReductStore replications are always continuous")
+
+
+def when_condition(flt: dict[str, Any]) -> dict[str, Any] | None:
+    clauses: list[dict[str, Any]] = []
+    clauses += [{f"&{k}": {"$eq": v}} for k, v in sorted((flt.get("include") or {}).items())]
+    clauses += [{f"&{k}": {"$ne": v}} for k, v in sorted((flt.get("exclude") or {}).items())]
+    if flt.get("eachN"):
+        clauses.append({"$each_n": int(flt["eachN"])})
+    if flt.get("eachS"):
+        clauses.append({"$each_t": float(flt["eachS"])})
+    if flt.get("when"):
+        clauses.append(dict(flt["when"]))
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def desired_settings(request: ReplicationRequest, dst_token: str) -> dict[str, Any]:
+    """The body of POST/PUT /api/v1/replications/{name} (always with dst_token)."""
+    body: dict[str, Any] = {
+        "src_bucket": request.source.database,
+        "dst_bucket": request.target.database,
+        "dst_host": request.target.server.base_url,
+        "dst_token": dst_token,
+        "entries": list(request.filter.get("entries") or []),
+        "when": when_condition(request.filter),
+        "mode": "paused" if request.suspend else "enabled",
+    }
+    body.update(request.options)
+    return body
+
+
+def differences(stored: dict[str, Any], desired: dict[str, Any]) -> list[str]:
+    normal: dict[str, Any] = {"dst_prefix": "", "compression": "none", "entries": [],
+                              "when": None}
+    return sorted(k for k in COMPARED
+                  if stored.get(k, normal.get(k)) != desired.get(k, normal.get(k)))
+
+
+def observe(request: ReplicationRequest, item: dict[str, Any] | None,
+            detail: dict[str, Any] | None, desired: dict[str, Any]) -> Observation:
+    """Combine the list item (state) and, if fetched, the detail (settings, errors)."""
+    if item is None:
+        return Observation.absent()
+    mode = str(item.get("mode", "enabled"))
+    seen = Observation(exists=True, mode=mode, provisioned=bool(item.get("is_provisioned")),
+                       progress=Progress(pending_records=int(item.get("pending_records", 0))),
+                       owner=None)
+    if mode in ("paused", "disabled"):
+        seen.phase, seen.reason = SUSPENDED, "Paused"
+    elif item.get("is_active"):
+        seen.phase, seen.reason = RUNNING, "Running"
+    else:
+        seen.phase, seen.reason = ERROR, "DestinationUnavailable"
+        seen.message = "replication is not active: the destination does not answer"
+    if detail is not None:
+        seen.differences = differences(detail.get("settings") or {}, desired)
+        hourly = ((detail.get("diagnostics") or {}).get("hourly") or {})
+        errors = hourly.get("errors") or {}
+        last = ""
+        if errors:
+            code, entry = max(errors.items(), key=lambda kv: kv[1].get("count", 0))
+            last = f"HTTP {code}: {entry.get('last_message', '')}"
+        seen.diagnostics = {"ok": int(hourly.get("ok", 0)),
+                            "errored": int(hourly.get("errored", 0)),
+                            **({"lastErrorMessage": last} if last else {})}
+        if seen.phase == ERROR and last:
+            seen.message = f"replication is not active: {last}"
+    else:
+        seen.differences = ["mode"] if mode != desired["mode"] else []
+    seen.up_to_date = not seen.differences
+    return seen

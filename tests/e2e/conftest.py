@@ -1,0 +1,90 @@
+"""End-to-end fixtures: CRDs on the real API server, the operator as a process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from e2e_support import ROOT, Kube, OperatorProcess, crd_paths, database_server, secret
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Any) -> None:
+    """The project's CRDs, installed and established."""
+    for path in crd_paths():
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", path)
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    *[f"crd/{kind}.replication.dbops.dev" for kind in
+                      ("databaseservers", "replications", "replicationpolicies", "tokens")])
+
+
+@pytest.fixture(scope="session")
+def secret_values() -> set[str]:
+    """Every credential a test hands the operator; scanned for in logs/events/status."""
+    return set()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Any, crds: None, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(cluster, tmp_path_factory.mktemp("operator"))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+class Couch:
+    """Direct access to a CouchDB-protocol server, as its admin (for checks)."""
+
+    def __init__(self, part: Any) -> None:
+        self.url = part.url.rstrip("/")
+        self.part = part
+        self.http = httpx.Client(base_url=self.url, auth=(part.username, part.password),
+                                 timeout=10)
+
+    def create_db(self, db: str) -> None:
+        self.http.put(f"/{db}").raise_for_status()
+
+    def put(self, db: str, doc_id: str, **fields: Any) -> None:
+        self.http.put(f"/{db}/{doc_id}", json=fields).raise_for_status()
+
+    def doc(self, db: str, doc_id: str) -> dict[str, Any] | None:
+        response = self.http.get(f"/{db}/{doc_id}")
+        return response.json() if response.status_code == 200 else None
+
+    def ids(self, db: str) -> set[str]:
+        response = self.http.get(f"/{db}/_all_docs")
+        if response.status_code != 200:
+            return set()
+        return {r["id"] for r in response.json()["rows"] if not r["id"].startswith("_design/")}
+
+    def replicator_docs(self) -> dict[str, dict[str, Any]]:
+        response = self.http.get("/_replicator/_all_docs", params={"include_docs": "true"})
+        if response.status_code != 200:
+            return {}
+        return {r["id"]: r["doc"] for r in response.json()["rows"]
+                if not r["id"].startswith("_design/")}
+
+
+@pytest.fixture
+def couch_env(cluster: Any, operator: OperatorProcess, namespace: str, couch_a: Any,
+              couch_b: Any, secret_values: set[str]) -> Iterator[tuple[Kube, Couch, Couch]]:
+    """A namespace with DatabaseServers couch-a and couch-b, both Ready."""
+    kube = Kube(cluster, namespace)
+    secret_values.update({couch_a.password, couch_b.password})
+    kube.apply(secret("couch-a-admin", username=couch_a.username, password=couch_a.password),
+               secret("couch-b-admin", username=couch_b.username, password=couch_b.password),
+               database_server("couch-a", couch_a.url, secret="couch-a-admin"),
+               database_server("couch-b", couch_b.url, secret="couch-b-admin"))
+    for name in ("couch-a", "couch-b"):
+        kube.wait_condition("databaseserver", name)
+    yield kube, Couch(couch_a), Couch(couch_b)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(ROOT / "tests" / "e2e"):
+            item.add_marker(pytest.mark.e2e)

@@ -1,0 +1,96 @@
+"""Spec → ReductStore replication settings, and list/detail answers → observations."""
+
+from __future__ import annotations
+
+import pytest
+
+from replication_operator.backends import reductstore_settings as rs
+from replication_operator.backends.base import (
+    ERROR,
+    RUNNING,
+    SUSPENDED,
+    Endpoint,
+    ReplicationRequest,
+)
+from replication_operator.credentials import Credentials
+from replication_operator.errors import SpecError
+from replication_operator.http import ServerSettings
+
+TOKEN = "dst-token-value"
+
+
+def request(**overrides: object) -> ReplicationRequest:
+    src = ServerSettings(key="ns/a", type="reductstore", url="http://a:8383", auth_type="bearer",
+                         credentials=Credentials(token="src"))
+    dst = ServerSettings(key="ns/b", type="reductstore", url="http://b:8383/", auth_type="bearer",
+                         credentials=Credentials(token=TOKEN))
+    base: dict[str, object] = dict(key="ns/r", external_name="ns.r",
+                                   source=Endpoint(src, "in"), target=Endpoint(dst, "out"))
+    base.update(overrides)
+    return ReplicationRequest(**base)  # type: ignore[arg-type]
+
+
+def test_settings_always_carry_the_destination_token() -> None:
+    body = rs.desired_settings(request(), TOKEN)
+    assert body == {"src_bucket": "in", "dst_bucket": "out", "dst_host": "http://b:8383",
+                    "dst_token": TOKEN, "entries": [], "when": None, "mode": "enabled"}
+
+
+def test_deprecated_filters_are_expressed_in_when_so_nothing_is_dropped() -> None:
+    flt = {"include": {"a": "1"}, "exclude": {"b": "2"}, "eachN": 3, "eachS": 1.5,
+           "when": {"&c": {"$gt": 0}}, "entries": ["e-*"]}
+    body = rs.desired_settings(request(filter=flt), TOKEN)
+    assert body["entries"] == ["e-*"]
+    assert body["when"] == {"$and": [{"&a": {"$eq": "1"}}, {"&b": {"$ne": "2"}},
+                                     {"$each_n": 3}, {"$each_t": 1.5}, {"&c": {"$gt": 0}}]}
+    assert rs.when_condition({"eachN": 2}) == {"$each_n": 2}
+
+
+def test_suspend_pauses() -> None:
+    assert rs.desired_settings(request(suspend=True), TOKEN)["mode"] == "paused"
+
+
+@pytest.mark.parametrize("flt, field", [({"selector": {}}, "selector"), ({"docIds": ["a"]},
+                                                                         "docIds")])
+def test_couchdb_filters_are_refused(flt: dict, field: str) -> None:
+    with pytest.raises(SpecError, match=field):
+        rs.validate(request(filter=flt))
+
+
+def test_one_shot_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"spec\.continuous"):
+        rs.validate(request(continuous=False))
+
+
+def test_list_item_states() -> None:
+    desired = rs.desired_settings(request(), TOKEN)
+    item = {"name": "ns.r", "mode": "enabled", "is_active": True, "is_provisioned": False,
+            "pending_records": 7}
+    seen = rs.observe(request(), item, None, desired)
+    assert seen.phase == RUNNING and seen.up_to_date
+    assert seen.progress.as_status() == {"pendingRecords": 7}
+    paused = rs.observe(request(), {**item, "mode": "paused"}, None, desired)
+    assert paused.phase == SUSPENDED and paused.differences == ["mode"]
+    down = rs.observe(request(), {**item, "is_active": False}, None, desired)
+    assert down.phase == ERROR
+
+
+def test_detail_drift_and_diagnostics() -> None:
+    desired = rs.desired_settings(request(), TOKEN)
+    item = {"name": "ns.r", "mode": "enabled", "is_active": False, "pending_records": 0}
+    detail = {"settings": {**desired, "dst_token": None, "dst_bucket": "other",
+                           "dst_prefix": "", "compression": "none"},
+              "diagnostics": {"hourly": {"ok": 3, "errored": 2, "errors": {
+                  "404": {"count": 2, "last_message": "bucket 'out' not found"}}}}}
+    seen = rs.observe(request(), item, detail, desired)
+    assert seen.differences == ["dst_bucket"]
+    assert seen.diagnostics == {"ok": 3, "errored": 2,
+                                "lastErrorMessage": "HTTP 404: bucket 'out' not found"}
+    assert "bucket 'out' not found" in seen.message
+
+
+def test_provisioned_is_reported() -> None:
+    desired = rs.desired_settings(request(), TOKEN)
+    seen = rs.observe(request(), {"mode": "enabled", "is_active": True, "is_provisioned": True},
+                      None, desired)
+    assert seen.provisioned
