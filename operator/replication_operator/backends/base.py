@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from replication_operator.backends.tokens import TokenDriver
 from replication_operator.http import ServerConnection, ServerSettings
 
 
@@ -126,3 +127,5 @@ class Backend(Protocol):
     async def probe(self) -> ServerInfo: ...
 
     def replications(self) -> ReplicationDriver: ...
+
+    def tokens(self) -> TokenDriver: ...

@@ -21,6 +21,7 @@ from replication_operator.backends.base import (
     ServerInfo,
 )
 from replication_operator.backends.couchdb_selector import selector_to_js
+from replication_operator.backends.couchdb_tokens import CouchDBTokens
 from replication_operator.backends.snapshot import Snapshot
 from replication_operator.errors import ConflictError, NotFoundError, PermanentBackendError
 from replication_operator.http import ServerConnection, ServerSettings
@@ -90,6 +91,9 @@ class CouchDBBackend:
 
     def replications(self) -> CouchDBBackend:
         return self
+
+    def tokens(self) -> CouchDBTokens:
+        return CouchDBTokens(self.conn)
 
     # -- observation --------------------------------------------------------
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import kopf
 
 from replication_operator.context import OperatorContext
-from replication_operator.handlers import databaseserver, replication, settings
+from replication_operator.handlers import databaseserver, replication, settings, token
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     settings.register(registry, ctx)
     databaseserver.register(registry, ctx)
     replication.register(registry, ctx)
+    token.register(registry, ctx)

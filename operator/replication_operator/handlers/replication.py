@@ -20,7 +20,7 @@ from replication_operator.context import OperatorContext
 from replication_operator.credentials import Credentials
 from replication_operator.errors import BackendError, ReferenceError_, TransientBackendError
 from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
-from replication_operator.reconcile.replication import Verb, compute_status, plan
+from replication_operator.reconcile.replication import Plan, Verb, compute_status, plan
 from replication_operator.servers import ServerEntry, with_credentials
 from replication_operator.status import changed_fields, now_iso
 
@@ -34,29 +34,36 @@ def external_name(namespace: str, name: str, spec: Mapping[str, Any]) -> str:
     return str(spec.get("externalName") or f"{namespace}.{name}")
 
 
-async def token_credentials(namespace: str, ref: Mapping[str, Any]) -> tuple[Credentials, str]:
-    """Credentials from a Token's Secret, and the auth type that uses them."""
+async def token_credentials(namespace: str, ref: Mapping[str, Any]
+                            ) -> tuple[Credentials, str, str]:
+    """Credentials from a Token's Secret, the auth type that uses them, and the Token's
+    credential generation (it changes on every rotation)."""
     token = await kube.get_custom(namespace, "tokens", ref["name"])
     if token is None:
         raise ReferenceError_(f"Token {ref['name']!r} (tokenRef) not found")
-    secret_name = ((token.get("status") or {}).get("secretName")
-                   or token["spec"].get("secretName") or ref["name"])
+    status = token.get("status") or {}
+    generation = str(status.get("generation") or "")
+    secret_name = (status.get("secretName") or token["spec"].get("secretName") or ref["name"])
     data = await kube.read_secret(namespace, secret_name)
     if not data:
         raise ReferenceError_(f"Token {ref['name']!r} has no credential yet (Secret "
                               f"{secret_name!r} missing)")
     if data.get("password"):
-        return Credentials(username=data.get("username", ""), password=data["password"]), "basic"
-    return Credentials(username=data.get("username", ""), token=data.get("token", "")), "bearer"
+        creds = Credentials(username=data.get("username", ""), password=data["password"])
+        return creds, "basic", generation
+    return Credentials(username=data.get("username", ""), token=data.get("token", "")), \
+        "bearer", generation
 
 
 class Resolved:
     """A request plus the server entry whose driver runs the job."""
 
-    def __init__(self, request: ReplicationRequest, job_server: str, entry: ServerEntry) -> None:
+    def __init__(self, request: ReplicationRequest, job_server: str, entry: ServerEntry,
+                 token_generations: dict[str, str]) -> None:
         self.request = request
         self.job_server = job_server
         self.entry = entry
+        self.token_generations = token_generations
 
     @property
     def driver(self) -> ReplicationDriver:
@@ -65,13 +72,16 @@ class Resolved:
 
 async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping[str, Any]
                   ) -> Resolved:
+    generations: dict[str, str] = {}
+
     async def endpoint(side: str) -> Endpoint:
         ref = spec[side]
         entry = await ctx.servers.get(namespace, ref["server"])
         settings = entry.settings
         if ref.get("tokenRef"):
-            creds, auth_type = await token_credentials(namespace, ref["tokenRef"])
+            creds, auth_type, generation = await token_credentials(namespace, ref["tokenRef"])
             settings = with_credentials(settings, creds, auth_type)
+            generations[ref["tokenRef"]["name"]] = generation
         return Endpoint(settings, str(ref["database"]))
 
     source, target = await endpoint("source"), await endpoint("target")
@@ -90,7 +100,7 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
         options=dict(spec.get("options") or {}),
         adopted=bool(spec.get("externalName")),
     )
-    return Resolved(request, job_server, entry)
+    return Resolved(request, job_server, entry, generations)
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
@@ -105,6 +115,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         error: BackendError | None = None
         job_server = str(previous.get("server") or "")
         ext = external_name(ns, name, spec)
+        token_generations: dict[str, str] | None = None
         started = time.monotonic()
         async with ctx.lock(body.metadata.uid or f"{ns}/{name}"):
             try:
@@ -119,6 +130,14 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                               spec_changed=previous.get("observedGeneration") != generation,
                               created_before=bool(previous.get("externalName"))
                               and previous.get("phase") not in (None, "Pending", "Suspended"))
+                token_generations = resolved.token_generations
+                if (action.verb is Verb.NOTHING and seen.exists and not seen.provisioned
+                        and token_generations != (previous.get("tokenGenerations") or {})
+                        and previous.get("tokenGenerations") is not None):
+                    # servers that never return credentials (ReductStore's dst_token)
+                    # cannot show a rotation as drift: follow the Token's generation
+                    action = Plan(Verb.UPDATE, "CredentialsRotated",
+                                  f"job {ext} now uses the rotated credential")
                 if action.verb is Verb.CREATE:
                     await driver.create(request)
                 elif action.verb is Verb.UPDATE:
@@ -137,6 +156,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         status = compute_status(previous=previous, generation=generation, seen=seen,
                                 error=error, suspended=bool(spec.get("suspend", False)),
                                 external_name=ext, server=job_server, now=now_iso())
+        if token_generations is not None and error is None:
+            status["tokenGenerations"] = token_generations
         for key, value in changed_fields(previous, status).items():
             patch.status[key] = value
         if error is not None and (not previous.get("lastError") or

@@ -1,0 +1,130 @@
+"""CouchDB / Cloudant / PouchDB Server tokens: a user in `_users` with a random
+password, made a member of the listed databases.
+
+CouchDB has no write-only or read-only membership: `read` and `write` both make the
+user a member (`_security.members.names`), which lets it read and write documents
+(not design documents). Note that a database whose members list was empty was open to
+every user; once it has a member it is restricted to members and admins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from replication_operator.backends.tokens import (
+    IssuedCredential,
+    TokenObservation,
+    TokenRequest,
+    random_password,
+)
+from replication_operator.credentials import Credentials
+from replication_operator.errors import SpecError
+from replication_operator.http import ServerConnection
+
+USERS = "_users"
+DATABASES_FIELD = "dbops_databases"
+
+
+def user_doc_id(name: str) -> str:
+    return f"org.couchdb.user:{name}"
+
+
+class CouchDBTokens:
+    def __init__(self, conn: ServerConnection) -> None:
+        self.conn = conn
+
+    @staticmethod
+    def _databases(request: TokenRequest) -> list[str]:
+        if request.full_access:
+            raise SpecError("spec.permissions.fullAccess is not available on CouchDB: list "
+                            "the databases in spec.permissions.read / write")
+        return sorted(set(request.read) | set(request.write))
+
+    def _user_path(self, name: str) -> str:
+        return f"/{USERS}/{quote(user_doc_id(name), safe='')}"
+
+    async def _user(self, name: str) -> dict[str, Any] | None:
+        response = await self.conn.request("GET", self._user_path(name), allow=(404,))
+        return response.json() if response.status_code == 200 else None
+
+    async def _members(self, db: str) -> tuple[dict[str, Any], list[str]]:
+        response = await self.conn.request("GET", f"/{quote(db, safe='')}/_security")
+        security = response.json() or {}
+        names = list(((security.get("members") or {}).get("names")) or [])
+        return security, names
+
+    async def _set_membership(self, db: str, name: str, member: bool) -> None:
+        security, names = await self._members(db)
+        if (name in names) == member:
+            return
+        names = [*names, name] if member else [n for n in names if n != name]
+        members = {**(security.get("members") or {}), "names": names}
+        await self.conn.request("PUT", f"/{quote(db, safe='')}/_security",
+                                json={**security, "members": members})
+
+    async def observe_token(self, request: TokenRequest) -> TokenObservation:
+        wanted = self._databases(request)
+        user = await self._user(request.external_name)
+        if user is None:
+            return TokenObservation(exists=False, up_to_date=False)
+        diff = []
+        if sorted(user.get(DATABASES_FIELD) or []) != wanted:
+            diff.append("permissions")
+        else:
+            for db in wanted:
+                if request.external_name not in (await self._members(db))[1]:
+                    diff.append(f"permissions ({db} membership)")
+                    break
+        return TokenObservation(exists=True, up_to_date=not diff, differences=diff)
+
+    async def create_token(self, request: TokenRequest) -> IssuedCredential:
+        databases = self._databases(request)
+        password = random_password()
+        body = {"_id": user_doc_id(request.external_name), "name": request.external_name,
+                "type": "user", "roles": [], "password": password,
+                "dbops_owner": request.key, DATABASES_FIELD: databases}
+        existing = await self._user(request.external_name)
+        if existing is not None:  # value lost (no Secret): take the user over, new password
+            body["_rev"] = existing["_rev"]
+        await self.conn.request("PUT", self._user_path(request.external_name), json=body)
+        for db in databases:
+            await self._set_membership(db, request.external_name, True)
+        return IssuedCredential(Credentials(username=request.external_name, password=password))
+
+    async def update_token(self, request: TokenRequest) -> IssuedCredential | None:
+        wanted = self._databases(request)
+        user = await self._user(request.external_name) or {}
+        for db in sorted(set(user.get(DATABASES_FIELD) or []) - set(wanted)):
+            await self._set_membership(db, request.external_name, False)
+        for db in wanted:
+            await self._set_membership(db, request.external_name, True)
+        if user and sorted(user.get(DATABASES_FIELD) or []) != wanted:
+            await self.conn.request("PUT", self._user_path(request.external_name),
+                                    json={**user, DATABASES_FIELD: wanted})
+        return None
+
+    async def rotate_token(self, request: TokenRequest) -> IssuedCredential:
+        user = await self._user(request.external_name)
+        if user is None:
+            return await self.create_token(request)
+        password = random_password()
+        user.pop("derived_key", None)
+        user.pop("salt", None)
+        user.pop("password_scheme", None)
+        user.pop("iterations", None)
+        user.pop("pbkdf2_prf", None)
+        await self.conn.request("PUT", self._user_path(request.external_name),
+                                json={**user, "password": password})
+        return IssuedCredential(Credentials(username=request.external_name, password=password))
+
+    async def delete_token(self, external_name: str) -> None:
+        user = await self._user(external_name)
+        if user is None:
+            return
+        for db in user.get(DATABASES_FIELD) or []:
+            response = await self.conn.request("GET", f"/{quote(db, safe='')}", allow=(404,))
+            if response.status_code == 200:
+                await self._set_membership(db, external_name, False)
+        await self.conn.request("DELETE", self._user_path(external_name),
+                                params={"rev": user["_rev"]}, allow=(404,))

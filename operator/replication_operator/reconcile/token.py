@@ -1,0 +1,82 @@
+"""Decide what to do about one Token, and what its status says (pure)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from replication_operator.backends.tokens import TokenObservation
+from replication_operator.errors import BackendError
+from replication_operator.status import (
+    READY,
+    RECONCILING,
+    STALLED,
+    SYNCED,
+    Condition,
+    merge_conditions,
+)
+
+
+class TokenVerb(enum.Enum):
+    NOTHING = "nothing"
+    CREATE = "create"
+    UPDATE = "update"
+    ROTATE = "rotate"
+
+
+def _parse(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def rotation_due(*, every_days: int | None, last_rotation: str | None, created_at: str | None,
+                 now: datetime) -> bool:
+    if not every_days:
+        return False
+    since = _parse(last_rotation) or _parse(created_at)
+    return since is not None and now - since >= timedelta(days=every_days)
+
+
+def plan_token(*, seen: TokenObservation, secret_has_value: bool, rotate_due: bool,
+               rotate_requested: bool) -> tuple[TokenVerb, str]:
+    """The action, and the Event reason that explains it."""
+    if not seen.exists:
+        return TokenVerb.CREATE, "Created"
+    if seen.provisioned:
+        return TokenVerb.NOTHING, ""
+    if not secret_has_value:
+        return TokenVerb.ROTATE, "CredentialRecovered"
+    if not seen.up_to_date:
+        return TokenVerb.UPDATE, "Updated"
+    if rotate_requested:
+        return TokenVerb.ROTATE, "RotatedOnRequest"
+    if rotate_due:
+        return TokenVerb.ROTATE, "Rotated"
+    return TokenVerb.NOTHING, ""
+
+
+def token_status(*, previous: Mapping[str, Any] | None, generation: int | None,
+                 error: BackendError | None, fields: Mapping[str, Any], now: str
+                 ) -> dict[str, Any]:
+    previous = previous or {}
+    if error is None:
+        conditions = [Condition(READY, True, "Issued", "credential in the Secret"),
+                      Condition(SYNCED, True, "ReconcileSuccess"),
+                      Condition(RECONCILING, False, "Idle"), Condition(STALLED, False, "Idle")]
+    else:
+        reason = error.code if error.permanent else "BackendUnavailable"
+        conditions = [Condition(READY, False, reason, error.message),
+                      Condition(SYNCED, False, "ReconcileError", error.message),
+                      Condition(RECONCILING, not error.permanent,
+                                "Idle" if error.permanent else reason),
+                      Condition(STALLED, error.permanent, reason if error.permanent else "Idle",
+                                error.message if error.permanent else "")]
+    return {"observedGeneration": generation, **fields,
+            "conditions": merge_conditions(previous.get("conditions"), conditions, generation,
+                                           now)}
