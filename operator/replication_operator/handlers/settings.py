@@ -11,7 +11,9 @@ from replication_operator import FINALIZER, GROUP
 from replication_operator.context import OperatorContext
 from replication_operator.metrics import serve
 
-WATCH_SERVER_TIMEOUT = 300.0  # a watch stream never silently hangs longer than this
+# A watch stream never silently hangs longer than this. An integer: the API server
+# refuses timeoutSeconds=300.0.
+WATCH_SERVER_TIMEOUT = 300
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
@@ -30,6 +32,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         if ctx.config.metrics_port:
             serve(ctx.config.metrics_port)
             logger.info("metrics on :%d/metrics", ctx.config.metrics_port)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """In-cluster service account, else the kubeconfig (as `kubectl` would)."""
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.cleanup(registry=registry)
     async def close_connections(**_: Any) -> None:
