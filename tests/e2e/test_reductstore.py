@@ -78,7 +78,9 @@ def test_replication_with_a_token_delivers_records_and_survives_rotation(
     src, dst = unique_name("src"), unique_name("dst")
     a.bucket(src)
     b.bucket(dst)
-    kube.apply(token("b-writer", "reduct-b", permissions={"write": [dst]}))
+    # the source instance reads the destination bucket's info before it writes, so a
+    # destination token needs read and write (ReductStore 1.21.4)
+    kube.apply(token("b-writer", "reduct-b", permissions={"read": [dst], "write": [dst]}))
     kube.wait_condition("token", "b-writer")
     first_value = secret_value(kube, "b-writer")
     secret_values.add(first_value)

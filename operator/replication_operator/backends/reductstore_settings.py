@@ -92,7 +92,8 @@ def observe(request: ReplicationRequest, item: dict[str, Any] | None,
         seen.phase, seen.reason = RUNNING, "Running"
     else:
         seen.phase, seen.reason = ERROR, "DestinationUnavailable"
-        seen.message = "replication is not active: the destination does not answer"
+        seen.message = ("replication is not active: the destination does not answer, or "
+                        "refuses dst_token (it needs read and write on the destination bucket)")
     if detail is not None:
         seen.differences = differences(detail.get("settings") or {}, desired)
         hourly = ((detail.get("diagnostics") or {}).get("hourly") or {})
