@@ -1,0 +1,145 @@
+"""Bad specs are refused by the real API server, with a message naming the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+API = "replication.dbops.dev/v1alpha1"
+
+
+def server(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "DatabaseServer", "metadata": {"name": "s"},
+            "spec": {"type": "couchdb", "url": "http://couch:5984", **spec}}
+
+
+def repl(**spec: Any) -> dict[str, Any]:
+    base = {"source": {"server": "a", "database": "x"}, "target": {"server": "b",
+                                                                  "database": "x"}}
+    return {"apiVersion": API, "kind": "Replication", "metadata": {"name": "r"},
+            "spec": {**base, **spec}}
+
+
+def policy(**spec: Any) -> dict[str, Any]:
+    base = {"source": {"server": "h", "databases": ["library/*"]}, "target": {"server": "d"}}
+    return {"apiVersion": API, "kind": "ReplicationPolicy", "metadata": {"name": "p"},
+            "spec": {**base, **spec}}
+
+
+def token(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "Token", "metadata": {"name": "t"},
+            "spec": {"server": "s", **spec}}
+
+
+INVALID = [
+    ("server-type-enum", server(type="mysql"), "spec.type"),
+    ("server-url-scheme", server(url="ftp://couch"), "spec.url"),
+    ("server-url-userinfo", server(url="http://admin:pw@couch:5984"), "spec.url"),
+    ("server-missing-url", {**server(), "spec": {"type": "couchdb"}}, "spec.url"),
+    ("server-auth-enum", server(auth={"type": "kerberos"}), "spec.auth.type"),
+    ("server-auth-needs-secret", server(auth={"type": "basic"}), "spec.auth.secretRef"),
+    ("server-iam-only-cloudant", server(auth={"type": "iam", "secretRef": {"name": "k"}}),
+     "spec.auth.type iam"),
+    ("server-session-not-reduct", server(type="reductstore", auth={
+        "type": "session", "secretRef": {"name": "k"}}), "spec.auth.type session"),
+    ("server-tls-exclusive", server(tls={"insecureSkipVerify": True,
+                                         "caSecretRef": {"name": "ca"}}), "spec.tls"),
+    ("server-timeout-min", server(requestTimeoutSeconds=0), "spec.requestTimeoutSeconds"),
+    ("server-concurrency-max", server(maxConcurrentRequests=1000),
+     "spec.maxConcurrentRequests"),
+    ("server-secret-namespace", server(auth={"type": "basic", "secretRef": {
+        "name": "k", "namespace": "other"}}), 'unknown field "spec.auth.secretRef.namespace"'),
+    ("repl-missing-target", {**repl(), "spec": {"source": {"server": "a", "database": "x"}}},
+     "spec.target"),
+    ("repl-same-db", repl(target={"server": "a", "database": "x"}), "spec.source and "
+                                                                     "spec.target"),
+    ("repl-docids-selector", repl(filter={"docIds": ["a"], "selector": {"t": 1}}),
+     "spec.filter.docIds"),
+    ("repl-selector-designfilter", repl(filter={"selector": {"t": 1},
+                                                "designFilter": "d/f"}), "spec.filter.selector"),
+    ("repl-mixed-filters", repl(filter={"selector": {"t": 1}, "entries": ["e"]}),
+     "ReductStore filters"),
+    ("repl-designfilter-pattern", repl(filter={"designFilter": "nofilter"}),
+     "spec.filter.designFilter"),
+    ("repl-eachn-min", repl(filter={"eachN": 0}), "spec.filter.eachN"),
+    ("repl-eachs-positive", repl(filter={"eachS": 0}), "spec.filter.eachS"),
+    ("repl-deletion-policy", repl(deletionPolicy="Keep"), "spec.deletionPolicy"),
+    ("repl-empty-database", repl(source={"server": "a", "database": ""}),
+     "spec.source.database"),
+    ("repl-tokenref-namespace", repl(target={"server": "b", "database": "y", "tokenRef": {
+        "name": "t", "namespace": "other"}}), 'unknown field "spec.target.tokenRef.namespace"'),
+    ("policy-scheduled-needs-cron", policy(trigger={"type": "scheduled"}),
+     "spec.trigger.schedule is required"),
+    ("policy-cron-only-scheduled", policy(trigger={"type": "manual", "schedule": "* * * * *"}),
+     "spec.trigger.schedule is only allowed"),
+    ("policy-bad-cron", policy(trigger={"type": "scheduled", "schedule": "hourly"}),
+     "spec.trigger.schedule"),
+    ("policy-filter-type", policy(filters=[{"type": "size", "value": "1"}]),
+     "spec.filters[0].type"),
+    ("policy-no-databases", policy(source={"server": "h", "databases": []}),
+     "spec.source.databases"),
+    ("policy-history-max", policy(historyLimit=1000), "spec.historyLimit"),
+    ("token-full-and-lists", token(permissions={"fullAccess": True, "read": ["a"]}),
+     "spec.permissions.fullAccess"),
+    ("token-secret-name", token(secretName="Not_Valid"), "spec.secretName"),
+    ("token-expiry-negative", token(expiresInDays=-1), "spec.expiresInDays"),
+    ("token-rotation-min", token(rotation={"everyDays": 0}), "spec.rotation.everyDays"),
+]
+
+
+@pytest.fixture
+def kube(cluster: Any, crds: None, namespace: str) -> Any:
+    def apply(manifest: dict[str, Any], check: bool = True) -> Any:
+        body = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
+        return cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=check)
+    apply.namespace = namespace  # type: ignore[attr-defined]
+    return apply
+
+
+@pytest.mark.parametrize("manifest, field", [(m, f) for _, m, f in INVALID],
+                         ids=[name for name, _, _ in INVALID])
+def test_invalid_manifest_is_refused_naming_the_field(kube: Any, manifest: dict[str, Any],
+                                                      field: str) -> None:
+    result = kube(manifest, check=False)
+    assert result.returncode != 0, f"accepted: {manifest['spec']}"
+    assert field in result.stderr, result.stderr
+
+
+def test_there_are_at_least_twenty_refusals() -> None:
+    assert len(INVALID) >= 20
+
+
+@pytest.mark.parametrize("manifest", [server(), repl(), policy(), token()],
+                         ids=["server", "replication", "policy", "token"])
+def test_valid_manifests_are_accepted_with_defaults(kube: Any, cluster: Any,
+                                                    manifest: dict[str, Any]) -> None:
+    kube(manifest)
+    kind, name = manifest["kind"].lower(), manifest["metadata"]["name"]
+    got = json.loads(cluster.kubectl("get", kind, name, "-n", kube.namespace, "-o",
+                                     "json").stdout)["spec"]
+    defaults = {"databaseserver": {"requestTimeoutSeconds": 30, "maxConcurrentRequests": 8},
+                "replication": {"continuous": True, "suspend": False,
+                                "deletionPolicy": "Delete"},
+                "replicationpolicy": {"historyLimit": 10, "enabled": True},
+                "token": {"expiresInDays": 0, "deletionPolicy": "Delete"}}[kind]
+    assert {k: got[k] for k in defaults} == defaults
+
+
+@pytest.mark.parametrize("manifest, change, message", [
+    (server(), {"type": "cloudant"}, "spec.type is immutable"),
+    (repl(externalName="job-1"), {"externalName": "job-2"}, "spec.externalName cannot be"),
+], ids=["server-type", "replication-external-name"])
+def test_immutable_fields(kube: Any, manifest: dict[str, Any], change: dict[str, Any],
+                          message: str) -> None:
+    kube(manifest)
+    changed = {**manifest, "spec": {**manifest["spec"], **change}}
+    result = kube(changed, check=False)
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_kubectl_explain_describes_the_fields(cluster: Any, crds: None) -> None:
+    out = cluster.kubectl("explain", "replication.spec.filter").stdout
+    assert "Mango selector" in out and "docIds" in out
