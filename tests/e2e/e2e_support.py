@@ -180,3 +180,36 @@ def replication(name: str, **spec: Any) -> dict[str, Any]:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0", "false")
+
+
+class Couch:
+    """Direct access to a CouchDB-protocol server, as its admin (for checks)."""
+
+    def __init__(self, part: Any) -> None:
+        self.url = part.url.rstrip("/")
+        self.part = part
+        self.http = httpx.Client(base_url=self.url, auth=(part.username, part.password),
+                                 timeout=10)
+
+    def create_db(self, db: str) -> None:
+        self.http.put(f"/{db}").raise_for_status()
+
+    def put(self, db: str, doc_id: str, **fields: Any) -> None:
+        self.http.put(f"/{db}/{doc_id}", json=fields).raise_for_status()
+
+    def doc(self, db: str, doc_id: str) -> dict[str, Any] | None:
+        response = self.http.get(f"/{db}/{doc_id}")
+        return response.json() if response.status_code == 200 else None
+
+    def ids(self, db: str) -> set[str]:
+        response = self.http.get(f"/{db}/_all_docs")
+        if response.status_code != 200:
+            return set()
+        return {r["id"] for r in response.json()["rows"] if not r["id"].startswith("_design/")}
+
+    def replicator_docs(self) -> dict[str, dict[str, Any]]:
+        response = self.http.get("/_replicator/_all_docs", params={"include_docs": "true"})
+        if response.status_code != 200:
+            return {}
+        return {r["id"]: r["doc"] for r in response.json()["rows"]
+                if not r["id"].startswith("_design/")}

@@ -7,8 +7,7 @@ import json
 import time
 from typing import Any
 
-from conftest import Couch
-from e2e_support import Kube, OperatorProcess, metric_sum, replication, wait_for
+from e2e_support import Couch, Kube, OperatorProcess, metric_sum, replication, secret, wait_for
 
 KIND = "replication"
 
@@ -110,6 +109,17 @@ def test_server_down_is_backend_unavailable_and_recovers_without_restart(
         b.part.start()
     kube.wait_condition("databaseserver", "couch-b")
     kube.wait_condition(KIND, "outage")
+
+
+def test_a_changed_secret_takes_effect_without_restarting_the_operator(
+        couch_env: tuple[Kube, Couch, Couch]) -> None:
+    kube, a, _ = couch_env
+    kube.apply(secret("couch-a-admin", username=a.part.username, password="not-the-password"))
+    cond = kube.wait_condition("databaseserver", "couch-a", status="False",
+                               reason="Unauthorized")
+    assert "not-the-password" not in json.dumps(cond)
+    kube.apply(secret("couch-a-admin", username=a.part.username, password=a.part.password))
+    kube.wait_condition("databaseserver", "couch-a")
 
 
 def test_killed_operator_restarts_without_duplicate_jobs(

@@ -143,3 +143,21 @@ def test_immutable_fields(kube: Any, manifest: dict[str, Any], change: dict[str,
 def test_kubectl_explain_describes_the_fields(cluster: Any, crds: None) -> None:
     out = cluster.kubectl("explain", "replication.spec.filter").stdout
     assert "Mango selector" in out and "docIds" in out
+
+
+def test_examples_are_accepted_by_the_api_server(cluster: Any, crds: None, namespace: str
+                                                 ) -> None:
+    from e2e_support import ROOT
+
+    env = {"COUCHDB_USER": "admin", "COUCHDB_PASSWORD": "example", "COUCHDB_A_URL":
+           "http://couch-a:5984", "COUCHDB_B_URL": "http://couch-b:5984", "REDUCTSTORE_TOKEN":
+           "example", "REDUCTSTORE_A_URL": "http://reduct-a:8383", "REDUCTSTORE_B_URL":
+           "http://reduct-b:8383"}
+    files = sorted((ROOT / "examples").glob("*/*.yaml"))
+    assert files
+    for path in files:
+        text = path.read_text()
+        for key, value in env.items():
+            text = text.replace("${" + key + "}", value)
+        assert "${" not in text, f"{path}: a placeholder the test does not know"
+        cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=text)

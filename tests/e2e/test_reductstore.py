@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_support import Kube, OperatorProcess, database_server, replication, secret, wait_for
+from e2e_support import Couch, Kube, OperatorProcess, database_server, replication, secret, wait_for
 
 KIND = "replication"
 
@@ -125,11 +125,12 @@ def test_suspend_pauses_and_drift_is_put_back(
     kube.wait_condition(KIND, "pausable")
     name = f"{kube.ns}.pausable"
     kube.apply(replication("pausable", **base, suspend=True))
-    wait_for(lambda: a.replications()[name]["mode"] == "paused", what="paused on the server")
+    wait_for(lambda: a.replications().get(name, {}).get("mode") == "paused",
+             what="paused on the server")
     wait_for(lambda: (kube.get(KIND, "pausable") or {}).get("status", {}).get("phase") ==
              "Suspended", what="phase Suspended")
     kube.apply(replication("pausable", **base, suspend=False))
-    wait_for(lambda: a.replications()[name]["mode"] == "enabled", what="enabled again")
+    wait_for(lambda: a.replications().get(name, {}).get("mode") == "enabled", what="enabled again")
 
     a.http.delete(f"/api/v1/replications/{name}").raise_for_status()
     kube.wait_event("pausable", "DriftCorrected")
@@ -152,7 +153,6 @@ def test_missing_bucket_is_stalled_with_the_servers_reason(
 def test_couchdb_token_is_a_user_whose_credentials_replicate(
         cluster: Any, operator: OperatorProcess, namespace: str, couch_a: Any, couch_b: Any,
         unique_name: Any, secret_values: set[str]) -> None:
-    from conftest import Couch
 
     kube = Kube(cluster, namespace)
     kube.apply(secret("a-admin", username=couch_a.username, password=couch_a.password),

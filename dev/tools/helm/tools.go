@@ -1,6 +1,7 @@
 //go:build tools
 
-// Package tools pins the helm command that dev/build-tools builds from this module.
+// Package tools pins the helm command that dev/build-tools builds from this module, so
+// that `go mod tidy` keeps every requirement it needs.
 package tools
 
-import _ "helm.sh/helm/v3/pkg/action"
+import _ "helm.sh/helm/v3/cmd/helm"

@@ -2,10 +2,7 @@ module replication-operator.dev/tools/kubernetes
 
 go 1.25.0
 
-require (
-	k8s.io/kubectl v0.0.0
-	k8s.io/kubernetes v1.35.4
-)
+require k8s.io/kubernetes v1.35.4
 
 require (
 	cel.dev/expr v0.24.0 // indirect
@@ -164,6 +161,7 @@ require (
 	k8s.io/kube-openapi v0.0.0-20250910181357-589584f1c912 // indirect
 	k8s.io/kube-proxy v0.0.0 // indirect
 	k8s.io/kube-scheduler v0.0.0 // indirect
+	k8s.io/kubectl v0.0.0 // indirect
 	k8s.io/kubelet v0.35.4 // indirect
 	k8s.io/metrics v0.35.4 // indirect
 	k8s.io/mount-utils v0.0.0 // indirect
