@@ -75,6 +75,9 @@ def test_delete_policy_removes_the_job_and_orphan_keeps_it(
     jobs = b.replicator_docs()
     assert f"{kube.ns}.gone" not in jobs
     assert f"{kube.ns}.kept" in jobs
+    kube.wait_event("gone", "Deleted")
+    kube.wait_event("kept", "Orphaned")
+    kube.wait_event("couch-b", "Connected")
 
 
 def test_job_removed_or_edited_by_hand_is_put_back(

@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from replication_operator import GROUP, VERSION, kube
+from replication_operator import GROUP, VERSION, events, kube
 from replication_operator.backends.base import ServerInfo
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError
@@ -37,9 +37,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         now_ready = "True" if error is None else "False"
         if was_ready != now_ready:
             if error is None and info is not None:
-                kopf.info(body, reason="Connected", message=f"{info.flavour} {info.version}")
+                events.normal(body, reason="Connected", message=f"{info.flavour} {info.version}")
             elif error is not None:
-                kopf.warn(body, reason=error.code, message=error.message)
+                events.warning(body, reason=error.code, message=error.message)
         if patch:
             patch["lastProbeTime"] = now_iso()
             await kube.patch_status(ns, PLURAL, name, patch)

@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from replication_operator import GROUP, VERSION, kube
+from replication_operator import GROUP, VERSION, events, kube
 from replication_operator.backends.base import (
     Endpoint,
     Observation,
@@ -162,7 +162,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             patch.status[key] = value
         if error is not None and (not previous.get("lastError") or
                                   previous["lastError"].get("message") != error.message):
-            kopf.warn(body, reason=error.code, message=error.message)
+            events.warning(body, reason=error.code, message=error.message)
         record(ns, name, status, error, time.monotonic() - started)
         return error
 
@@ -203,10 +203,10 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         ctx.tally.drop(KIND, f"{ns}/{name}")
         ctx.release(body.metadata.uid or "")
         if spec.get("deletionPolicy") == "Orphan":
-            kopf.info(body, reason="Orphaned", message=f"left job {ext} on the server")
+            events.normal(body, reason="Orphaned", message=f"left job {ext} on the server")
             return
         if body.metadata.annotations.get(SKIP_CLEANUP) == "true":
-            kopf.warn(body, reason="CleanupSkipped",
+            events.warning(body, reason="CleanupSkipped",
                       message=f"{SKIP_CLEANUP}=true: job {ext} was not removed from the server")
             return
         try:
@@ -221,4 +221,4 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                                f"annotate {SKIP_CLEANUP}=true to delete without cleanup",
                     "lastTransitionTime": now_iso()}]
             raise kopf.TemporaryError(exc.message, delay=config.backoff(retry)) from None
-        kopf.info(body, reason="Deleted", message=f"removed job {ext} from the server")
+        events.normal(body, reason="Deleted", message=f"removed job {ext} from the server")

@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from replication_operator import GROUP, VERSION, kube
+from replication_operator import GROUP, VERSION, events, kube
 from replication_operator.backends.tokens import IssuedCredential, TokenDriver, TokenRequest
 from replication_operator.config import ROTATE_REQUESTED, SKIP_CLEANUP
 from replication_operator.context import OperatorContext
@@ -102,7 +102,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                     if issued.credentials.username:
                         fields["username"] = issued.credentials.username
                 if verb is not TokenVerb.NOTHING:
-                    kopf.info(body, reason=reason, message=f"{verb.value}d credential "
+                    events.normal(body, reason=reason, message=f"{verb.value}d credential "
                               f"{request.external_name}; Secret {target_secret}")
                 if requested:
                     fields["lastRotateRequest"] = requested
@@ -124,7 +124,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         ctx.tally.set(KIND, f"{ns}/{name}", "Ready" if ready else "Error", ready)
         if error is not None and (previous.get("conditions") or [{}])[0].get("message") \
                 != error.message:
-            kopf.warn(body, reason=error.code, message=error.message)
+            events.warning(body, reason=error.code, message=error.message)
         return error
 
     async def deliver(body: kopf.Body, ns: str, target_secret: str, issued: IssuedCredential,
@@ -169,6 +169,6 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 await driver.delete_token(request.external_name)
             except BackendError as exc:
                 raise kopf.TemporaryError(exc.message, delay=config.backoff(retry)) from None
-            kopf.info(body, reason="Deleted", message=f"removed {request.external_name}")
+            events.normal(body, reason="Deleted", message=f"removed {request.external_name}")
         await kube.delete_secret(ns, secret_name(name, spec))
 
