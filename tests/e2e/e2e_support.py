@@ -93,8 +93,8 @@ class OperatorProcess:
     """`replication-operator run` in its own process, like in production."""
 
     def __init__(self, cluster: Any, log_dir: Path, *, resync: float = 3.0,
-                 extra_args: list[str] | None = None, env: dict[str, str] | None = None
-                 ) -> None:
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 scope: list[str] | None = None) -> None:
         self.cluster = cluster
         self.log_path = log_dir / "operator.log"
         self.resync = resync
@@ -102,10 +102,11 @@ class OperatorProcess:
         self.liveness_port = free_port()
         self.extra_args = extra_args or []
         self.env = env
+        self.scope = scope or ["--all-namespaces"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "replication_operator", "run", "--all-namespaces",
+        args = [sys.executable, "-m", "replication_operator", "run", *self.scope,
                 "--resync-interval", str(self.resync), "--probe-interval", "3",
                 "--cleanup-grace", "20", "--metrics-port", str(self.metrics_port),
                 "--liveness-port", str(self.liveness_port), "--verbose", *self.extra_args]

@@ -131,6 +131,8 @@ def test_suspend_pauses_and_drift_is_put_back(
              "Suspended", what="phase Suspended")
     kube.apply(replication("pausable", **base, suspend=False))
     wait_for(lambda: a.replications().get(name, {}).get("mode") == "enabled", what="enabled again")
+    wait_for(lambda: (kube.get(KIND, "pausable") or {}).get("status", {}).get("phase") ==
+             "Running", what="operator settled on Running")
 
     a.http.delete(f"/api/v1/replications/{name}").raise_for_status()
     kube.wait_event("pausable", "DriftCorrected")

@@ -1,0 +1,28 @@
+{{- define "ro.name" -}}replication-operator{{- end -}}
+{{- define "ro.fullname" -}}{{ printf "%s-%s" .Release.Name (include "ro.name" .) | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- define "ro.serviceAccountName" -}}{{ default (include "ro.fullname" .) .Values.serviceAccount.name }}{{- end -}}
+{{- define "ro.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ro.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+{{- define "ro.labels" -}}
+{{ include "ro.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- end -}}
+{{/* Exactly the calls the operator makes (replication_operator/check.py lists them too). */}}
+{{- define "ro.rules" -}}
+- apiGroups: ["replication.dbops.dev"]
+  resources: [databaseservers, replications, replicationpolicies, tokens]
+  verbs: [get, list, watch, patch]
+- apiGroups: ["replication.dbops.dev"]
+  resources: [databaseservers/status, replications/status, replicationpolicies/status, tokens/status]
+  verbs: [patch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create, update, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end -}}
