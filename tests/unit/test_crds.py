@@ -63,3 +63,9 @@ def test_every_rule_has_a_message_naming_a_field(path: Path) -> None:
     for rule in rules:
         assert "spec." in rule.get("message", ""), rule
 
+
+
+def test_chart_crds_equal_the_top_level_crds() -> None:
+    chart = Path(__file__).resolve().parents[2] / "charts" / "replication-operator" / "crds"
+    assert {p.name: p.read_text() for p in chart.glob("*.yaml")} == \
+        {p.name: p.read_text() for p in CRDS}
