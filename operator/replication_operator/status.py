@@ -70,3 +70,29 @@ def condition(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any]
         if cond.get("type") == type_:
             return cond
     return None
+
+
+def error_conditions(error: Any, *, synced: bool = True) -> list[Condition]:
+    """Conditions for a failed reconcile: permanent → Stalled; transient → Reconciling
+    with reason BackendUnavailable (kstatus: still trying)."""
+    permanent = bool(error.permanent)
+    reason = error.code if permanent else "BackendUnavailable"
+    conditions = [
+        Condition(READY, False, reason, error.message),
+        Condition(RECONCILING, not permanent, "Idle" if permanent else reason,
+                  "" if permanent else error.message),
+        Condition(STALLED, permanent, reason if permanent else "Idle",
+                  error.message if permanent else ""),
+    ]
+    if synced:
+        conditions.insert(1, Condition(SYNCED, False, "ReconcileError", error.message))
+    return conditions
+
+
+def healthy_conditions(reason: str, message: str = "", *, synced: bool = True
+                       ) -> list[Condition]:
+    conditions = [Condition(READY, True, reason, message),
+                  Condition(RECONCILING, False, "Idle"), Condition(STALLED, False, "Idle")]
+    if synced:
+        conditions.insert(1, Condition(SYNCED, True, "ReconcileSuccess"))
+    return conditions

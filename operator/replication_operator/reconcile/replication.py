@@ -26,6 +26,7 @@ from replication_operator.status import (
     STALLED,
     SYNCED,
     Condition,
+    error_conditions,
     merge_conditions,
 )
 
@@ -101,18 +102,6 @@ def _progress_conditions(phase: str, reason: str, message: str) -> list[Conditio
     ]
 
 
-def _error_conditions(error: BackendError) -> list[Condition]:
-    reason = error.code if error.permanent else "BackendUnavailable"
-    return [
-        Condition(READY, False, reason, error.message),
-        Condition(SYNCED, False, "ReconcileError", error.message),
-        Condition(RECONCILING, not error.permanent, reason if not error.permanent else "Idle",
-                  error.message if not error.permanent else ""),
-        Condition(STALLED, error.permanent, reason if error.permanent else "Idle",
-                  error.message if error.permanent else ""),
-    ]
-
-
 def compute_status(*, previous: Mapping[str, Any] | None, generation: int | None,
                    seen: Observation | None, error: BackendError | None,
                    suspended: bool, external_name: str, server: str, now: str
@@ -121,7 +110,7 @@ def compute_status(*, previous: Mapping[str, Any] | None, generation: int | None
     previous = previous or {}
     if error is not None:
         phase = ERROR
-        conditions = _error_conditions(error)
+        conditions = error_conditions(error)
         last_error = {"code": error.code, "message": error.message}
     elif seen is None or (suspended and not seen.exists):
         phase = SUSPENDED if suspended else PENDING

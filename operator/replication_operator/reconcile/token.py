@@ -9,14 +9,7 @@ from typing import Any
 
 from replication_operator.backends.tokens import TokenObservation
 from replication_operator.errors import BackendError
-from replication_operator.status import (
-    READY,
-    RECONCILING,
-    STALLED,
-    SYNCED,
-    Condition,
-    merge_conditions,
-)
+from replication_operator.status import error_conditions, healthy_conditions, merge_conditions
 
 
 class TokenVerb(enum.Enum):
@@ -65,18 +58,8 @@ def token_status(*, previous: Mapping[str, Any] | None, generation: int | None,
                  error: BackendError | None, fields: Mapping[str, Any], now: str
                  ) -> dict[str, Any]:
     previous = previous or {}
-    if error is None:
-        conditions = [Condition(READY, True, "Issued", "credential in the Secret"),
-                      Condition(SYNCED, True, "ReconcileSuccess"),
-                      Condition(RECONCILING, False, "Idle"), Condition(STALLED, False, "Idle")]
-    else:
-        reason = error.code if error.permanent else "BackendUnavailable"
-        conditions = [Condition(READY, False, reason, error.message),
-                      Condition(SYNCED, False, "ReconcileError", error.message),
-                      Condition(RECONCILING, not error.permanent,
-                                "Idle" if error.permanent else reason),
-                      Condition(STALLED, error.permanent, reason if error.permanent else "Idle",
-                                error.message if error.permanent else "")]
+    conditions = (healthy_conditions("Issued", "credential in the Secret") if error is None
+                  else error_conditions(error))
     return {"observedGeneration": generation, **fields,
             "conditions": merge_conditions(previous.get("conditions"), conditions, generation,
                                            now)}
