@@ -18,7 +18,8 @@ def spec(src: str, dst: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_one_shot_replication_completes_and_documents_arrive(
-        couch_env: tuple[Kube, Couch, Couch], unique_name: Any) -> None:
+        couch_env: tuple[Kube, Couch, Couch], operator: OperatorProcess,
+        unique_name: Any) -> None:
     kube, a, b = couch_env
     db = unique_name("orders")
     a.create_db(db)
@@ -34,6 +35,13 @@ def test_one_shot_replication_completes_and_documents_arrive(
     assert status["progress"]["docsWritten"] == 5
     assert status["observedGeneration"] == kube.get(KIND, "once")["metadata"]["generation"]  # type: ignore[index]
     kube.wait_event("once", "Created")
+
+    # a quiet cluster makes no API writes: several resyncs later nothing was written
+    version = kube.get(KIND, "once")["metadata"]["resourceVersion"]  # type: ignore[index]
+    window_end = time.monotonic() + 3 * operator.resync
+    wait_for(lambda: time.monotonic() >= window_end, timeout=4 * operator.resync,
+             what="three resync intervals")
+    assert kube.get(KIND, "once")["metadata"]["resourceVersion"] == version  # type: ignore[index]
 
 
 def test_continuous_replication_follows_a_selector_change(
