@@ -207,3 +207,24 @@ def test_no_secret_value_in_operator_logs_events_or_status(
     for where, text in haystacks.items():
         for value in secret_values:
             assert value not in text, f"a secret value appears in the {where}"
+
+
+def test_deletion_blocked_by_a_down_server_is_reported_and_can_be_forced(
+        couch_env: tuple[Kube, Couch, Couch], unique_name: Any) -> None:
+    kube, a, b = couch_env
+    db = unique_name("stuck")
+    a.create_db(db)
+    kube.apply(replication("stuck", **spec(db, db)))
+    kube.wait_condition(KIND, "stuck")
+    b.part.stop()
+    try:
+        kube.delete(KIND, "stuck")
+        cond = kube.wait_condition(KIND, "stuck", status="False", reason="CleanupBlocked",
+                                   timeout=150)
+        assert "replication.dbops.dev/skip-cleanup" in cond["message"]
+        kube.annotate(KIND, "stuck", "replication.dbops.dev/skip-cleanup=true")
+        wait_for(lambda: kube.get(KIND, "stuck") is None, timeout=150,
+                 what="forced deletion")
+        kube.wait_event("stuck", "CleanupSkipped")
+    finally:
+        b.part.start()
