@@ -18,6 +18,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+SEEN_OBJECTS: list[dict[str, Any]] = []
+"""Every custom resource a test read, as the API server returned it: the last e2e
+module replays their statuses through the Argo CD health check."""
 
 
 def wait_for(predicate: Callable[[], T | None], *, timeout: float = 60.0,
@@ -53,7 +56,13 @@ class Kube:
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         out = self.cluster.kubectl("get", kind, name, "-n", self.ns, "-o", "json", check=False)
-        return json.loads(out.stdout) if out.returncode == 0 else None
+        if out.returncode != 0:
+            return None
+        obj: dict[str, Any] = json.loads(out.stdout)
+        if obj.get("apiVersion", "").startswith("replication.dbops.dev/") and \
+                len(SEEN_OBJECTS) < 5000:
+            SEEN_OBJECTS.append(obj)
+        return obj
 
     def delete(self, kind: str, name: str, wait: bool = False) -> None:
         self.cluster.kubectl("delete", kind, name, "-n", self.ns, f"--wait={str(wait).lower()}",

@@ -197,18 +197,6 @@ def _quiet(kube: Kube) -> bool:
                if not i["metadata"]["name"].startswith("wrong"))
 
 
-def test_no_secret_value_in_operator_logs_events_or_status(
-        cluster: Any, operator: OperatorProcess, secret_values: set[str]) -> None:
-    assert secret_values, "the suite registered no secrets to look for"
-    events = cluster.kubectl("get", "events", "-A", "-o", "json").stdout
-    resources = cluster.kubectl("get", "dbops", "-A", "-o", "json").stdout
-    haystacks = {"operator log": operator.log_text(), "events": events,
-                 "custom resources": resources}
-    for where, text in haystacks.items():
-        for value in secret_values:
-            assert value not in text, f"a secret value appears in the {where}"
-
-
 def test_deletion_blocked_by_a_down_server_is_reported_and_can_be_forced(
         couch_env: tuple[Kube, Couch, Couch], unique_name: Any) -> None:
     kube, a, b = couch_env

@@ -80,9 +80,11 @@ def test_replication_with_a_token_delivers_records_and_survives_rotation(
     b.bucket(dst)
     # the source instance reads the destination bucket's info before it writes, so a
     # destination token needs read and write (ReductStore 1.21.4)
-    kube.apply(token("b-writer", "reduct-b", permissions={"read": [dst], "write": [dst]}))
+    kube.apply(token("b-writer", "reduct-b", permissions={"read": [dst], "write": [dst]},
+                     expiresInDays=30))
     kube.wait_condition("token", "b-writer")
     first_value = secret_value(kube, "b-writer")
+    assert kube.get("token", "b-writer")["status"]["expiresAt"]  # type: ignore[index]
     secret_values.add(first_value)
     assert f"{kube.ns}.b-writer" in b.tokens()
 

@@ -3,32 +3,14 @@ over statuses the operator's own status code produces."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from argocd_lua import health
 from replication_operator.backends.base import Observation
 from replication_operator.errors import SpecError, TransientBackendError
 from replication_operator.reconcile.replication import compute_status
-
-lupa = pytest.importorskip("lupa", reason="lupa is in the test extras")
-SCRIPT = (Path(__file__).resolve().parents[2] / "docs" / "argocd-health.lua").read_text()
-
-
-def health(obj: dict[str, Any]) -> str:
-    runtime = lupa.LuaRuntime(unpack_returned_tuples=True)
-
-    def to_lua(value: Any) -> Any:
-        if isinstance(value, dict):
-            return runtime.table_from({k: to_lua(v) for k, v in value.items()})
-        if isinstance(value, list):
-            return runtime.table_from([to_lua(v) for v in value])
-        return value
-
-    runtime.globals().obj = to_lua(obj)
-    result = runtime.execute(SCRIPT)
-    return str(result["status"])
 
 
 def resource(status: dict[str, Any] | None, generation: int = 3) -> dict[str, Any]:

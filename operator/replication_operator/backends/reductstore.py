@@ -23,7 +23,7 @@ from replication_operator.backends.tokens import (
     TokenRequest,
 )
 from replication_operator.credentials import Credentials
-from replication_operator.errors import PermanentBackendError, ReadOnlyError
+from replication_operator.errors import PermanentBackendError, ReadOnlyError, SpecError
 from replication_operator.http import ServerConnection, ServerSettings
 
 API = "/api/v1"
@@ -145,19 +145,29 @@ class ReductStoreTokens:
                                 provisioned=bool(body.get("is_provisioned")))
 
     def _body(self, request: TokenRequest) -> dict[str, Any]:
-        body = self._permissions(request)
-        if request.expires_in_days:
-            expires = datetime.now(UTC) + timedelta(days=request.expires_in_days)
-            body["expires_at"] = expires.isoformat().replace("+00:00", "Z")
-        return body
+        """The flat body every version takes; with an expiry, the nested form 1.21 wants
+        (it answers 422 to a flat body with expires_at)."""
+        permissions = self._permissions(request)
+        if not request.expires_in_days:
+            return permissions
+        expires = datetime.now(UTC) + timedelta(days=request.expires_in_days)
+        return {"permissions": permissions,
+                "expires_at": expires.replace(microsecond=0).isoformat().replace("+00:00", "Z")}
 
     async def create_token(self, request: TokenRequest) -> IssuedCredential:
-        response = await self.conn.request("POST", self._path(request.external_name),
-                                           json=self._body(request))
+        body = self._body(request)
+        try:
+            response = await self.conn.request("POST", self._path(request.external_name),
+                                               json=body)
+        except PermanentBackendError as exc:
+            if exc.status == 422 and "expires_at" in body:
+                raise SpecError("spec.expiresInDays: this ReductStore version does not "
+                                "accept token expiry") from None
+            raise
         payload = response.json()
         return IssuedCredential(Credentials(token=str(payload["value"])),
                                 created_at=payload.get("created_at"),
-                                expires_at=self._body(request).get("expires_at"))
+                                expires_at=body.get("expires_at"))
 
     async def update_token(self, request: TokenRequest) -> IssuedCredential | None:
         # Tokens cannot be edited: reissue. The old value stops working at once, so the
