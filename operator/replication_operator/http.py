@@ -286,6 +286,11 @@ class ServerConnection:
                 failure: BackendError = TransientBackendError(
                     f"{method} {self._where(path)} timed out after {self.settings.timeout:g}s")
             except httpx.HTTPError as exc:
+                if _is_certificate_error(exc):
+                    raise PermanentBackendError(
+                        f"TLS verification of {redact_url(self.settings.url)} failed: the "
+                        f"server certificate is not trusted; set spec.tls.caSecretRef",
+                        code="TLSVerificationFailed") from None
                 failure = TransientBackendError(
                     f"{method} {self._where(path)} failed: cannot connect "
                     f"({type(exc).__name__})")
@@ -332,6 +337,16 @@ class ServerConnection:
                 if self._observer is not None:
                     self._observer(self.settings.key, method, outcome,
                                    time.monotonic() - started)
+
+
+def _is_certificate_error(exc: BaseException) -> bool:
+    """An untrusted certificate: retrying cannot help until the spec changes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _retry_after(response: httpx.Response) -> float | None:
