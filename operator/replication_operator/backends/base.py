@@ -7,11 +7,21 @@ the observation which verb to call, the same way for every backend.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from replication_operator.backends.tokens import TokenDriver
+from replication_operator.errors import SpecError
 from replication_operator.http import ServerConnection, ServerSettings
+
+
+def refuse_outside(given: Iterable[str], allowed: Collection[str], field: str, why: str
+                   ) -> None:
+    """SpecError naming the first of `given` that is not `allowed`, and what is."""
+    outside = sorted(set(given) - set(allowed))
+    if outside:
+        raise SpecError(f"{field}.{outside[0]} {why} (allowed: {', '.join(sorted(allowed))})")
 
 
 @dataclass(frozen=True)

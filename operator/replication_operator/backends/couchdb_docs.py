@@ -20,8 +20,8 @@ from replication_operator.backends.base import (
     Observation,
     Progress,
     ReplicationRequest,
+    refuse_outside,
 )
-from replication_operator.errors import SpecError
 
 OWNER_FIELD = "dbops_owner"
 NONCE_FIELD = "dbops_nonce"
@@ -68,14 +68,10 @@ def endpoint_doc(endpoint: Endpoint) -> str | dict[str, Any]:
 
 def validate(request: ReplicationRequest) -> None:
     """Refuse filters and options a CouchDB replication cannot honour."""
-    foreign = sorted(set(request.filter) - COUCH_FILTERS)
-    if foreign:
-        raise SpecError(f"spec.filter.{foreign[0]} is a ReductStore filter; a CouchDB "
-                        f"replication accepts only {', '.join(sorted(COUCH_FILTERS))}")
-    unknown = sorted(set(request.options) - ALLOWED_OPTIONS)
-    if unknown:
-        raise SpecError(f"spec.options.{unknown[0]} is not a CouchDB replication option "
-                        f"(allowed: {', '.join(sorted(ALLOWED_OPTIONS))})")
+    refuse_outside(request.filter, COUCH_FILTERS, "spec.filter",
+                   "is not a CouchDB filter (it belongs to ReductStore)")
+    refuse_outside(request.options, ALLOWED_OPTIONS, "spec.options",
+                   "is not a CouchDB replication option")
 
 
 def selector_ddoc_name(selector: dict[str, Any]) -> str:

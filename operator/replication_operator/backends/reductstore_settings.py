@@ -17,6 +17,7 @@ from replication_operator.backends.base import (
     Observation,
     Progress,
     ReplicationRequest,
+    refuse_outside,
 )
 from replication_operator.errors import SpecError
 
@@ -28,14 +29,10 @@ COMPARED = ("src_bucket", "dst_bucket", "dst_host", "entries", "when", "mode",
 
 
 def validate(request: ReplicationRequest) -> None:
-    foreign = sorted(set(request.filter) - REDUCT_FILTERS)
-    if foreign:
-        raise SpecError(f"spec.filter.{foreign[0]} is a CouchDB filter; a ReductStore "
-                        f"replication accepts only {', '.join(sorted(REDUCT_FILTERS))}")
-    unknown = sorted(set(request.options) - ALLOWED_OPTIONS)
-    if unknown:
-        raise SpecError(f"spec.options.{unknown[0]} is not a ReductStore replication option "
-                        f"(allowed: {', '.join(sorted(ALLOWED_OPTIONS))})")
+    refuse_outside(request.filter, REDUCT_FILTERS, "spec.filter",
+                   "is not a ReductStore filter (it belongs to CouchDB)")
+    refuse_outside(request.options, ALLOWED_OPTIONS, "spec.options",
+                   "is not a ReductStore replication option")
     if not request.continuous:
         raise SpecError("spec.continuous: ReductStore replications are always continuous")
 
