@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import kopf
@@ -45,6 +47,23 @@ def secret_data(issued: IssuedCredential) -> dict[str, str]:
     if creds.password:
         data["password"] = creds.password
     return data
+
+
+async def deliver(write_secret: Callable[[dict[str, str]], Awaitable[None]], secret: str,
+                  issued: IssuedCredential, driver: TokenDriver, request: TokenRequest, *,
+                  created: bool) -> None:
+    """Write the value before anything else can fail; never keep a token whose value
+    is lost: if the Secret cannot be written, a just-created token is removed again
+    (the next reconcile creates a new one)."""
+    try:
+        await write_secret(secret_data(issued))
+    except Exception as exc:
+        if created:
+            await driver.delete_token(request.external_name)
+        raise TransientBackendError(
+            f"could not write Secret {secret!r} ({type(exc).__name__}); the credential "
+            f"was {'removed' if created else 'left'} and will be reissued",
+            code="SecretWriteFailed") from None
 
 
 async def driver_for(ctx: OperatorContext, ns: str, server: str) -> TokenDriver:
@@ -90,7 +109,10 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 elif verb is TokenVerb.UPDATE:
                     issued = await driver.update_token(request)
                 if issued is not None:
-                    await deliver(body, ns, target_secret, issued, driver, request,
+                    await deliver(partial(kube.apply_secret, ns, target_secret,
+                                          owner=kube.owner_reference(body),
+                                          labels=SECRET_LABELS),
+                                  target_secret, issued, driver, request,
                                   created=verb is TokenVerb.CREATE)
                     fields["generation"] = str(int(previous.get("generation") or 0) + 1)
                     if verb is TokenVerb.CREATE:
@@ -126,20 +148,6 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 != error.message:
             events.warning(body, reason=error.code, message=error.message)
         return error
-
-    async def deliver(body: kopf.Body, ns: str, target_secret: str, issued: IssuedCredential,
-                      driver: TokenDriver, request: TokenRequest, *, created: bool) -> None:
-        """Write the value before anything else can fail; never keep a lost token."""
-        try:
-            await kube.apply_secret(ns, target_secret, secret_data(issued),
-                                    owner=kube.owner_reference(body), labels=SECRET_LABELS)
-        except Exception as exc:
-            if created:
-                await driver.delete_token(request.external_name)
-            raise TransientBackendError(
-                f"could not write Secret {target_secret!r} ({type(exc).__name__}); the "
-                f"credential was {'removed' if created else 'left'} and will be reissued",
-                code="SecretWriteFailed") from None
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
