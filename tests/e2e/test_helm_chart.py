@@ -123,8 +123,9 @@ def test_operator_works_under_exactly_the_charts_rbac(
         role["metadata"].pop(key, None)
     cluster.kubectl("replace", "-f", "-", input=json.dumps(role))
     as_sa = f"--as=system:serviceaccount:{namespace}:{release}"
-    wait_for(lambda: cluster.kubectl("auth", "can-i", "patch", "replications/status", "-n",
-                                     namespace, as_sa, check=False).stdout.strip() == "no",
+    wait_for(lambda: cluster.kubectl("auth", "can-i", "patch", "replications",
+                                     "--subresource=status", "-n", namespace, as_sa,
+                                     check=False).stdout.strip() == "no",
              what="the RBAC change to reach the authorizer")
     ok, _ = run_smoke("denied", timeout=30)
     assert not ok, "the smoke passed without the status rule: the RBAC test cannot fail"
