@@ -153,11 +153,11 @@ class OperatorProcess:
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
 
-def metric_sum(text: str, name: str, **labels: str) -> float:
+def metric_sum(text: str, family: str, /, **labels: str) -> float:
     """Sum of a Prometheus metric's samples whose labels include `labels`."""
     total = 0.0
     for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
+        if not line.startswith(family + "{") and not line.startswith(family + " "):
             continue
         head, _, value = line.rpartition(" ")
         if all(f'{k}="{v}"' in head for k, v in labels.items()):
