@@ -14,6 +14,8 @@ venv: $(PY)
 demo: $(PY)
 	dev/demo
 
+# kube-apiserver, kube-controller-manager, kubectl, etcd, helm, pouchdb-server and
+# ReductStore into ~/.cache/replication-operator/ (cached parts are skipped).
 build-tools:
 	dev/build-tools
 
@@ -26,11 +28,15 @@ down:
 lint: $(PY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	MYPYPATH=dev $(VENV)/bin/mypy --strict dev/harness.py tests/conftest.py
 
 unit: $(PY)
 	$(VENV)/bin/pytest -q tests/unit
 
 # Everything: lint, unit, integration and end-to-end (builds missing parts first).
-test: lint
-	dev/build-tools
-	$(VENV)/bin/pytest -q -p no:cacheprovider -rfE --durations=10 tests
+# pytest's exit code 5 ("no tests collected") is a failure here, said out loud.
+test: lint build-tools
+	@status=0; $(VENV)/bin/pytest -q -p no:cacheprovider -rfE --durations=10 tests \
+	  || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status

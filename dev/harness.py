@@ -1,30 +1,36 @@
 #!/usr/bin/env python3
 """The local control plane and data servers, for the demo and the tests.
 
-One implementation, used by `dev/up`/`dev/down`/`dev/build-tools` and by the pytest
+One implementation, used by `dev/up`, `dev/down`, `dev/build-tools` and by the pytest
 fixtures in `tests/conftest.py`:
 
 - `build()` builds or installs every binary into ~/.cache/replication-operator/,
-  keyed by version (a missing cache simply rebuilds; each build goes to a temp dir
-  and is moved into place, so an interrupted build never leaves half a cache);
-- `Stack` starts etcd, kube-apiserver (RBAC, service-account keys, client-cert
+  keyed by version. A part whose outputs exist is skipped; a missing cache rebuilds.
+  Each build goes to a temp dir that is renamed into place, so an interrupted build
+  never leaves half a cache, and a lock keeps two builds from racing.
+- `Stack` starts etcd, kube-apiserver (RBAC, service-account keys, client-certificate
   admin), kube-controller-manager (namespace deletion, garbage collection), two
-  pouchdb-servers and two ReductStores on loopback and free ports, each with data
-  under one temp dir, and waits for every health check.
+  pouchdb-servers and two ReductStores on 127.0.0.1 and free ports, with data and logs
+  under one temp dir, and waits (polling, with a deadline) for each health check.
+  Every part has start()/stop()/restart(); a restarted part keeps its port and data.
 
-Standard library only (it runs before the project's virtualenv exists).
+Standard library only: it runs before the project's virtualenv exists.
 
-    python dev/harness.py build | up | down | status
+    python dev/harness.py build [PART...] | up | down | status
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import random
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -33,20 +39,22 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "dev" / "tools"
 CACHE = Path(os.environ.get("REPLICATION_OPERATOR_CACHE",
                             Path.home() / ".cache" / "replication-operator"))
-STATE_DIR = ROOT / ".dev"
+# dev/up's state; overridable so a second checkout (or a measurement) can run its own
+STATE_DIR = Path(os.environ.get("REPLICATION_OPERATOR_STATE_DIR", ROOT / ".dev"))
+STATE = STATE_DIR / "state.json"
+ENV_FILE = STATE_DIR / "env"
 REDUCTSTORE_VERSION = "1.21.4"  # 1.21.5's lock file names a crate version the index lacks
-POUCHDB_VERSION = "4.2.0"
+POUCHDB_VERSION = "4.2.0"  # also pinned in dev/pouchdb/package.json and its lock file
 
 
 class PartFailed(RuntimeError):
@@ -59,26 +67,64 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _with_tail(message: str, log: Path | None) -> str:
+    return f"{message}\n--- tail of {log} ---\n{log_tail(log) if log else '(no log)'}"
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A free loopback port below the kernel's ephemeral range.
+
+    Outgoing connections take their source ports from the ephemeral range; keeping our
+    servers out of it means a server stopped by a test can get its port back.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randint(10000, max(10001, low - 1))
+        if _port_free(port):
+            return port
+    with socket.socket() as sock:  # fall back to any port the kernel picks
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
                alive: Callable[[], bool] = lambda: True, log: Path | None = None) -> None:
-    """Poll `check` until true; fail early if `alive` turns false."""
+    """Poll `check` until it is true; fail at the deadline, or early if `alive` turns false."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         if not alive():
-            raise PartFailed(f"{what}: process exited\n--- log tail ---\n"
-                             f"{log_tail(log) if log else ''}")
+            raise PartFailed(_with_tail(f"{what}: process exited before it was healthy", log))
         with contextlib.suppress(Exception):
             if check():
                 return
+        if time.monotonic() > deadline:
+            raise PartFailed(_with_tail(f"{what}: no healthy answer within {timeout:.0f}s", log))
         time.sleep(0.2)
-    raise PartFailed(f"{what}: no healthy answer within {timeout:.0f}s\n--- log tail ---\n"
-                     f"{log_tail(log) if log else ''}")
+
+
+@contextlib.contextmanager
+def timed(label: str, out: TextIO | None = None) -> Iterator[None]:
+    """Print `label` and its duration once the block is done (also when it fails)."""
+    started = time.monotonic()
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        status = "" if ok else "  FAILED"
+        print(f"{label:58s} {time.monotonic() - started:6.1f}s{status}",
+              file=out or sys.stdout, flush=True)
 
 
 # ---------------------------------------------------------------------------- build
@@ -96,109 +142,214 @@ def k8s_version() -> str:
     return go_module_version("kubernetes", "k8s.io/kubernetes")
 
 
-def tool_dirs() -> dict[str, Path]:
-    return {
-        "kubernetes": CACHE / f"kubernetes-{k8s_version()}",
-        "etcd": CACHE / f"etcd-{go_module_version('etcd', 'go.etcd.io/etcd/server/v3')}",
-        "helm": CACHE / f"helm-{go_module_version('helm', 'helm.sh/helm/v3')}",
-        "reductstore": CACHE / f"reductstore-{REDUCTSTORE_VERSION}",
-        "pouchdb": CACHE / f"pouchdb-server-{POUCHDB_VERSION}",
-    }
+@dataclass(frozen=True)
+class Step:
+    """One build command; `{out}` in an argument stands for the output dir."""
+
+    label: str
+    cmd: tuple[str, ...]
+    cwd: Path
+    env: tuple[tuple[str, str], ...] = ()
+
+    def run(self, out_dir: Path, log: Path, out: TextIO) -> None:
+        """Run, appending to `log`; print the duration; fail with the log's tail."""
+        cmd = [arg.replace("{out}", str(out_dir)) for arg in self.cmd]
+        cwd = out_dir if str(self.cwd) == "{out}" else self.cwd
+        with timed(f"[build]   {self.label}", out), open(log, "ab") as sink:
+            sink.write(f"\n$ {shlex.join(cmd)}\n".encode())
+            sink.flush()
+            try:
+                result = subprocess.run(cmd, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **dict(self.env)})
+            except OSError as exc:
+                raise PartFailed(f"build step '{self.label}' could not run {cmd[0]}: {exc}"
+                                 ) from exc
+            if result.returncode != 0:
+                raise PartFailed(_with_tail(
+                    f"build step '{self.label}' failed (exit {result.returncode})", log))
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One cached part: its dir (name + version), its outputs, and how it is built.
+
+    A stamp in the dir records the recipe (steps, pinned input files) it was built
+    with: a changed recipe rebuilds even when the version is the same.
+    """
+
+    name: str
+    version: str
+    outputs: tuple[str, ...]
+    steps: tuple[Step, ...]
+    files: tuple[Path, ...] = ()  # copied into the output dir before the steps
+
+    STAMP = ".build-recipe.json"
+
+    @property
+    def dir(self) -> Path:
+        return CACHE / f"{self.name}-{self.version}"
+
+    def recipe(self) -> str:
+        return json.dumps({
+            "steps": [[s.label, list(s.cmd), str(s.cwd.relative_to(ROOT))
+                       if s.cwd.is_relative_to(ROOT) else str(s.cwd), dict(s.env)]
+                      for s in self.steps],
+            "files": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in self.files},
+        }, indent=1, sort_keys=True)
+
+    def present(self) -> bool:
+        """Its outputs exist (maybe from an older recipe: usable, but build() redoes it)."""
+        return all((self.dir / output).exists() for output in self.outputs)
+
+    def cached(self) -> bool:
+        stamp = self.dir / self.STAMP
+        return self.present() and stamp.exists() and stamp.read_text() == self.recipe()
+
+    @property
+    def log(self) -> Path:
+        return CACHE / "logs" / f"{self.name}-{self.version}.log"
+
+    def build(self, out: TextIO) -> None:
+        """Build into a temp dir next to the cache dir, then swap it into place."""
+        log = self.log
+        log.parent.mkdir(exist_ok=True)
+        log.write_text("")
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-{self.name}-", dir=CACHE))
+        old = tmp.with_name(tmp.name + ".old")
+        try:
+            for file in self.files:
+                shutil.copy(file, tmp / file.name)
+            for step in self.steps:
+                step.run(tmp, log, out)
+            missing = [o for o in self.outputs if not (tmp / o).exists()]
+            if missing:
+                raise PartFailed(_with_tail(f"{self.name}: the build made no {missing}", log))
+            (tmp / self.STAMP).write_text(self.recipe())
+            tmp.chmod(0o755)  # mkdtemp makes it private
+            if self.dir.exists():  # a partial or older copy: move it aside, then swap
+                self.dir.rename(old)
+            tmp.rename(self.dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# Static Go binaries, as the projects release them: no C toolchain needed.
+GO_ENV = (("CGO_ENABLED", "0"),)
+
+
+def _go_build(label: str, module_dir: str, package: str, binary_name: str,
+              ldflags: str = "-s -w") -> Step:
+    return Step(label, ("go", "build", "-trimpath", "-ldflags", ldflags, "-o",
+                        f"{{out}}/bin/{binary_name}", package), TOOLS / module_dir, GO_ENV)
+
+
+def _kubernetes() -> Tool:
+    version = k8s_version()
+    # what the release build stamps in, so `kubectl version` and /version tell the truth
+    ldflags = (f"-s -w -X k8s.io/component-base/version.gitVersion={version} "
+               f"-X k8s.io/component-base/version.gitMajor=1 "
+               f"-X k8s.io/component-base/version.gitMinor={version.split('.')[1]} "
+               f"-X k8s.io/component-base/version.gitTreeState=clean")
+    commands = ("kube-apiserver", "kube-controller-manager", "kubectl")
+    return Tool("kubernetes", version, tuple(f"bin/{c}" for c in commands), tuple(
+        _go_build(f"go build {c}", "kubernetes", f"k8s.io/kubernetes/cmd/{c}", c, ldflags)
+        for c in commands))
+
+
+def _helm() -> Tool:
+    version = go_module_version("helm", "helm.sh/helm/v3")
+    kube_minor = go_module_version("helm", "k8s.io/client-go").split(".")[1]
+    # as helm's Makefile does; without them `helm version` says v3.21 and `helm template`
+    # assumes Kubernetes 1.20, refusing charts with a newer kubeVersion
+    ldflags = " ".join([
+        "-s -w", f"-X helm.sh/helm/v3/internal/version.version={version}",
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+        *(f"-X helm.sh/helm/v3/pkg/{pkg}.k8sVersion{part}={value}"
+          for pkg in ("lint/rules", "chartutil")
+          for part, value in (("Major", "1"), ("Minor", kube_minor)))])
+    return Tool("helm", version, ("bin/helm",),
+                (_go_build("go build helm", "helm", "helm.sh/helm/v3/cmd/helm", "helm", ldflags),))
+
+
+def _reductstore() -> Tool:
+    # --no-default-features drops the web console (downloaded at build time, which
+    # fails offline); fs-backend is a default feature the server needs, so it is named.
+    return Tool("reductstore", REDUCTSTORE_VERSION, ("bin/reductstore",), (Step(
+        "cargo install reductstore",
+        ("cargo", "install", "reductstore", "--version", REDUCTSTORE_VERSION,
+         "--no-default-features", "--features", "fs-backend", "--locked", "--root", "{out}"),
+        ROOT),))
+
+
+def _pouchdb() -> Tool:
+    # --ignore-scripts: leveldown loads its bundled prebuild; only --sqlite needs a build
+    pinned = ROOT / "dev" / "pouchdb"
+    return Tool("pouchdb-server", POUCHDB_VERSION, ("node_modules/.bin/pouchdb-server",),
+                (Step("npm ci pouchdb-server",
+                      ("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"),
+                      Path("{out}")),),
+                files=(pinned / "package.json", pinned / "package-lock.json"))
+
+
+def tools() -> dict[str, Tool]:
+    etcd = Tool("etcd", go_module_version("etcd", "go.etcd.io/etcd/server/v3"), ("bin/etcd",),
+                (_go_build("go build etcd", "etcd", ".", "etcd"),))
+    return {tool.name: tool for tool in
+            (etcd, _kubernetes(), _helm(), _pouchdb(), _reductstore())}
+
+
+ALIASES = {"pouchdb": "pouchdb-server", "k8s": "kubernetes"}
 
 
 def binary(tool: str, name: str) -> Path:
-    if tool == "pouchdb":
-        return tool_dirs()[tool] / "node_modules" / ".bin" / "pouchdb-server"
-    return tool_dirs()[tool] / "bin" / name
+    """Path of an executable in the cache (it may not be built yet)."""
+    target = tools()[ALIASES.get(tool, tool)]
+    if target.name == "pouchdb-server":
+        return target.dir / "node_modules" / ".bin" / "pouchdb-server"
+    return target.dir / "bin" / name
 
 
-def _run_step(label: str, cmd: list[str], cwd: Path, log: Path,
-              env: dict[str, str] | None = None) -> None:
-    with open(log, "ab") as out:
-        out.write(f"$ {' '.join(cmd)}\n".encode())
-        out.flush()
-        result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})})
-    if result.returncode != 0:
-        raise PartFailed(f"build step '{label}' failed (exit {result.returncode}); log {log}\n"
-                         f"--- log tail ---\n{log_tail(log)}")
-
-
-def _build_kubernetes(tmp: Path, log: Path) -> None:
-    version = k8s_version()
-    minor = version.split(".")[1]
-    ldflags = (f"-s -w -X k8s.io/component-base/version.gitVersion={version} "
-               f"-X k8s.io/component-base/version.gitMajor=1 "
-               f"-X k8s.io/component-base/version.gitMinor={minor} "
-               f"-X k8s.io/component-base/version.gitTreeState=clean")
-    for cmd in ("kube-apiserver", "kube-controller-manager", "kubectl"):
-        _run_step(f"go build {cmd}", ["go", "build", "-trimpath", "-ldflags", ldflags, "-o",
-                                      str(tmp / "bin" / cmd), f"k8s.io/kubernetes/cmd/{cmd}"],
-                  TOOLS / "kubernetes", log)
-
-
-def _build_etcd(tmp: Path, log: Path) -> None:
-    _run_step("go build etcd", ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o",
-                                str(tmp / "bin" / "etcd"), "."], TOOLS / "etcd", log)
-
-
-def _build_helm(tmp: Path, log: Path) -> None:
-    _run_step("go build helm", ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o",
-                                str(tmp / "bin" / "helm"), "helm.sh/helm/v3/cmd/helm"],
-              TOOLS / "helm", log)
-
-
-def _build_reductstore(tmp: Path, log: Path) -> None:
-    # --no-default-features drops the web console (downloaded at build time, fails
-    # offline); fs-backend is a default feature the server needs, so it is named.
-    _run_step("cargo install reductstore",
-              ["cargo", "install", "reductstore", "--version", REDUCTSTORE_VERSION,
-               "--no-default-features", "--features", "fs-backend", "--locked",
-               "--root", str(tmp)], ROOT, log)
-
-
-def _install_pouchdb(tmp: Path, log: Path) -> None:
-    for name in ("package.json", "package-lock.json"):
-        shutil.copy(ROOT / "dev" / "pouchdb" / name, tmp / name)
-    _run_step("npm ci pouchdb-server", ["npm", "ci", "--ignore-scripts", "--no-audit",
-                                        "--no-fund"], tmp, log)
-
-
-BUILDERS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
-    "etcd": (_build_etcd, "bin/etcd"),
-    "kubernetes": (_build_kubernetes, "bin/kubectl"),
-    "helm": (_build_helm, "bin/helm"),
-    "pouchdb": (_install_pouchdb, "node_modules/.bin/pouchdb-server"),
-    "reductstore": (_build_reductstore, "bin/reductstore"),
-}
-
-
-def build(only: list[str] | None = None, out: Any = sys.stdout) -> None:
-    """Build every missing tool into the cache; one line per step with its duration."""
+@contextlib.contextmanager
+def _build_lock(out: TextIO) -> Iterator[None]:
+    """One build at a time per cache (dev/build-tools and a pytest session may overlap)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    for tool, target in tool_dirs().items():
-        if only and tool not in only:
-            continue
-        builder, marker = BUILDERS[tool]
-        if (target / marker).exists():
-            print(f"[build] {tool:12s} cached   {target}", file=out, flush=True)
-            continue
-        started = time.monotonic()
-        print(f"[build] {tool:12s} building {target} (log {CACHE}/{tool}.log) ...",
-              file=out, flush=True)
-        log = CACHE / f"{tool}.log"
-        log.write_text("")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{tool}-", dir=CACHE))
+    with open(CACHE / ".build.lock", "w") as lock:
         try:
-            builder(tmp, log)
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        print(f"[build] {tool:12s} done in {time.monotonic() - started:.0f}s", file=out,
-              flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("[build] another build holds the cache lock; waiting", file=out, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _remove_stale_temp_dirs() -> None:
+    """Temp dirs of builds that were killed (only called while holding the lock)."""
+    for stale in CACHE.glob(".build-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def build(only: list[str] | None = None, out: TextIO | None = None) -> None:
+    """Build every missing part into the cache, one line per step with its duration."""
+    out = out or sys.stdout
+    wanted = [ALIASES.get(name, name) for name in only or []]
+    known = tools()
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise PartFailed(f"unknown part(s) {unknown}; known: {sorted(known)}")
+    with _build_lock(out):
+        _remove_stale_temp_dirs()
+        for tool in known.values():
+            if wanted and tool.name not in wanted:
+                continue
+            label = f"[build] {tool.name} {tool.version}"
+            if tool.cached():
+                with timed(f"{label}: cached", out):
+                    pass
+                continue
+            print(f"{label}: building (log {tool.log})", file=out, flush=True)
+            with timed(f"{label}: done", out):
+                tool.build(out)
 
 
 # ---------------------------------------------------------------------------- parts
@@ -214,6 +365,8 @@ class Part:
     pid: int | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
+    start_timeout: float = field(default=60, repr=False)
+
     @property
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
@@ -225,34 +378,64 @@ class Part:
         return {}
 
     def healthy(self) -> bool:
+        """True once the part answers its health check (may raise while starting)."""
         raise NotImplementedError
-
-    def start(self, timeout: float = 60) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.prepare()
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                env={**os.environ, **self.environment()}, start_new_session=True)
-        self.pid = self._proc.pid
-        wait_until(self.healthy, timeout=timeout, what=f"{self.name} on port {self.port}",
-                   alive=self.alive, log=self.log_path)
 
     def prepare(self) -> None:
         """Write config files before the first start (idempotent)."""
 
+    def start(self, timeout: float | None = None) -> None:
+        """Start in the background and wait until healthy; a no-op when already running."""
+        if self.alive():
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        command = self.command()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- {time.strftime('%H:%M:%S')} starting "
+                      f"{shlex.join(command)}\n".encode())
+            log.flush()
+            try:
+                self._proc = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                    env={**os.environ, **self.environment()}, start_new_session=True)
+            except OSError as exc:
+                raise PartFailed(_with_tail(f"{self.name}: cannot run {command[0]}: {exc} "
+                                            "(run dev/build-tools?)", self.log_path)) from exc
+        self.pid = self._proc.pid
+        try:
+            wait_until(self.healthy, timeout=timeout or self.start_timeout,
+                       what=f"{self.name} on 127.0.0.1:{self.port}", alive=self.alive,
+                       log=self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+
     def alive(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
-        return self.pid is not None and _pid_alive(self.pid)
+        return self.pid is not None and _pid_alive(self.pid) and self._owns(self.pid)
+
+    def healthy_now(self) -> bool:
+        with contextlib.suppress(Exception):
+            return self.alive() and self.healthy()
+        return False
+
+    def _owns(self, pid: int) -> bool:
+        """Whether `pid` still runs our binary (a recorded PID may have been reused)."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return False
+        return self.command()[0] in cmdline
 
     def stop(self, timeout: float = 15) -> None:
-        if self.pid is None:
-            return
-        _terminate(self.pid, timeout)
+        """SIGTERM, then SIGKILL after `timeout`; a no-op when not running."""
+        if self.pid is not None and (self._proc is not None or self._owns(self.pid)):
+            _terminate(self.pid, timeout)
         if self._proc is not None:
             with contextlib.suppress(Exception):
-                self._proc.wait(timeout=1)
+                self._proc.wait(timeout=5)
         self._proc = None
         self.pid = None
 
@@ -266,15 +449,15 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except OSError:
         return False
-    with contextlib.suppress(OSError, ValueError):
-        # a zombie child still "exists"; its state in /proc says it is dead
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        # a zombie still "exists"; its state in /proc says it is dead
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 
 def _signal(pid: int, sig: int) -> None:
     """Signal the process group if `pid` leads one (our parts do), else the process."""
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         if os.getpgid(pid) == pid:
             os.killpg(pid, sig)
         else:
@@ -282,67 +465,72 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _terminate(pid: int, timeout: float) -> None:
-    _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    if _pid_alive(pid):
-        _signal(pid, signal.SIGKILL)
+    """SIGTERM, SIGKILL after `timeout`; returns once the process is gone (ports free)."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        _signal(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _pid_alive(pid):
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+            time.sleep(0.1)
+        if not _pid_alive(pid):
+            return
 
 
-def http_ok(url: str, headers: dict[str, str] | None = None,
-            context: ssl.SSLContext | None = None) -> bool:
+def http_json(url: str, headers: dict[str, str] | None = None,
+              context: ssl.SSLContext | None = None) -> Any:
+    """GET `url`; the decoded JSON body (raises on a non-2xx answer)."""
     request = urllib.request.Request(url, headers=headers or {})
     with urllib.request.urlopen(request, timeout=2, context=context) as response:
-        return 200 <= int(response.status) < 300
+        body = response.read()
+    return json.loads(body) if body.strip().startswith((b"{", b"[")) else body.decode()
 
 
 @dataclass
 class Etcd(Part):
     peer_port: int = field(default_factory=free_port)
 
-    def command(self) -> list[str]:
-        client = f"http://127.0.0.1:{self.port}"
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        return [str(binary("etcd", "etcd")), "--name", "default",
-                "--data-dir", str(self.workdir / "etcd-data"),
-                "--listen-client-urls", client, "--advertise-client-urls", client,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", f"default={peer}", "--log-level", "warn"]
-
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        return [str(binary("etcd", "etcd")), "--name", "default",
+                "--data-dir", str(self.workdir / "etcd-data"),
+                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"default={peer}", "--log-level", "warn"]
+
     def healthy(self) -> bool:
-        with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-            return bool(json.loads(response.read()).get("health") == "true")
+        return bool(http_json(f"{self.url}/health").get("health") == "true")
 
 
 def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PartFailed(f"openssl {args[0]} failed: {result.stderr.strip()}")
 
 
 def make_pki(pki: Path) -> None:
     """CA, serving cert for 127.0.0.1, admin client cert, service-account key pair."""
-    if (pki / "admin.crt").exists():
+    if (pki / "sa.pub").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
              "ca.crt", "-days", "30", "-subj", "/CN=replication-operator-dev-ca", cwd=pki)
-    (pki / "san.cnf").write_text(
-        "[v3]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
+    (pki / "ext.cnf").write_text(
+        "[server]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
         "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
         "extendedKeyUsage=serverAuth\n[client]\nextendedKeyUsage=clientAuth\n")
-    for name, subject, ext in (("apiserver", "/CN=kube-apiserver", "v3"),
+    # system:masters is the admin group the API server authorizes before RBAC
+    for name, subject, ext in (("apiserver", "/CN=kube-apiserver", "server"),
                                ("admin", "/O=system:masters/CN=dev-admin", "client")):
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
                  f"{name}.csr", "-subj", subject, cwd=pki)
         _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                  "-CAcreateserial", "-out", f"{name}.crt", "-days", "30", "-extfile",
-                 "san.cnf", "-extensions", ext, cwd=pki)
+                 "ext.cnf", "-extensions", ext, cwd=pki)
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
@@ -357,11 +545,13 @@ def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
             "client-key": str(pki / "admin.key")}}],
         "contexts": [{"name": "dev", "context": {"cluster": "dev", "user": "dev-admin"}}],
     }, indent=2))
+    path.chmod(0o600)
 
 
 @dataclass
 class KubeAPIServer(Part):
     etcd_url: str = ""
+    start_timeout: float = field(default=120, repr=False)
 
     @property
     def pki(self) -> Path:
@@ -394,6 +584,7 @@ class KubeAPIServer(Part):
                 "--service-account-signing-key-file", str(pki / "sa.key"),
                 "--service-cluster-ip-range", "10.96.0.0/24",
                 "--cert-dir", str(self.workdir / "certs"),
+                # fewer moving parts on 2 cores; nothing here tests fairness or profiling
                 "--enable-priority-and-fairness=false", "--profiling=false",
                 "--allow-privileged=true", "--v=1"]
 
@@ -403,12 +594,20 @@ class KubeAPIServer(Part):
         return context
 
     def healthy(self) -> bool:
-        return http_ok(f"{self.url}/readyz", context=self.ssl_context())
+        return bool(http_json(f"{self.url}/readyz", context=self.ssl_context()) == "ok")
 
 
 @dataclass
 class ControllerManager(Part):
     apiserver: KubeAPIServer | None = None
+    start_timeout: float = field(default=90, repr=False)
+
+    # The controllers a control plane without nodes needs: namespace deletion, owner
+    # reference garbage collection, service accounts and their tokens, RBAC aggregation.
+    CONTROLLERS = ("namespace-controller", "garbage-collector-controller",
+                   "serviceaccount-controller", "serviceaccount-token-controller",
+                   "clusterrole-aggregation-controller",
+                   "root-ca-certificate-publisher-controller")
 
     def command(self) -> list[str]:
         assert self.apiserver is not None
@@ -420,17 +619,19 @@ class ControllerManager(Part):
                 "--leader-elect=false", "--use-service-account-credentials=false",
                 "--service-account-private-key-file", str(pki / "sa.key"),
                 "--root-ca-file", str(pki / "ca.crt"),
-                "--controllers", "namespace-controller,garbage-collector-controller,"
-                                 "serviceaccount-controller,serviceaccount-token-controller,"
-                                 "clusterrole-aggregation-controller,"
-                                 "root-ca-certificate-publisher-controller",
+                "--controllers", ",".join(self.CONTROLLERS),
                 "--cert-dir", str(self.workdir / "kcm-certs"), "--v=1"]
 
     def healthy(self) -> bool:
         context = ssl.create_default_context()
-        context.check_hostname = False
+        context.check_hostname = False  # its self-signed serving cert
         context.verify_mode = ssl.CERT_NONE
-        return http_ok(f"https://127.0.0.1:{self.port}/healthz", context=context)
+        return bool(http_json(f"https://127.0.0.1:{self.port}/healthz",
+                                  context=context) == "ok")
+
+
+def basic_auth(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 @dataclass
@@ -463,8 +664,11 @@ class PouchDB(Part):
                 str(self.data_dir / "config.json"), "-n", "--no-color"]
 
     def healthy(self) -> bool:
-        auth = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        return http_ok(f"{self.url}/_session", {"Authorization": f"Basic {auth}"})
+        """`GET /` answers, and the admin credentials work (the config has been read)."""
+        welcome = http_json(f"{self.url}/")
+        session = http_json(f"{self.url}/_session",
+                            {"Authorization": basic_auth(self.username, self.password)})
+        return bool(welcome.get("version")) and "_admin" in session["userCtx"]["roles"]
 
 
 @dataclass
@@ -484,11 +688,12 @@ class ReductStore(Part):
         return [str(binary("reductstore", "reductstore"))]
 
     def healthy(self) -> bool:
-        return http_ok(f"{self.url}/api/v1/info", {"Authorization": f"Bearer {self.token}"})
+        info = http_json(f"{self.url}/api/v1/info", {"Authorization": f"Bearer {self.token}"})
+        return bool(info.get("version"))
 
 
 class Stack:
-    """Every part, in one temp dir; parts start on demand and in dependency order."""
+    """Every part, in one temp dir; parts start on demand, in dependency order."""
 
     def __init__(self, workdir: Path | None = None) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="replication-operator-dev-"))
@@ -508,40 +713,47 @@ class Stack:
         return [self.etcd, self.apiserver, self.controller_manager, self.couch_a,
                 self.couch_b, self.reduct_a, self.reduct_b]
 
-    def start_control_plane(self) -> None:
-        if not self.etcd.alive():
-            self.etcd.start()
-        self.apiserver.etcd_url = self.etcd.url
-        if not self.apiserver.alive():
-            self.apiserver.start(timeout=120)
-        if not self.controller_manager.alive():
-            self.controller_manager.start(timeout=90)
+    def start_part(self, part: Part, out: TextIO | None = None) -> None:
+        """Start `part` (and what it depends on) unless it already runs."""
+        if part in (self.apiserver, self.controller_manager):
+            self.start_part(self.etcd, out)
+            self.apiserver.etcd_url = self.etcd.url
+        if part is self.controller_manager:
+            self.start_part(self.apiserver, out)
+        if part.alive():
+            return
+        if out is None:
+            part.start()
+            return
+        with timed(f"[up] {part.name} on 127.0.0.1:{part.port}", out):
+            part.start()
 
-    def start_all(self, out: Any = sys.stdout) -> None:
+    def start_control_plane(self, out: TextIO | None = None) -> None:
+        self.start_part(self.controller_manager, out)
+
+    def start_all(self, out: TextIO | None = None) -> None:
         for part in self.parts():
-            if part.alive():
-                continue
-            started = time.monotonic()
-            if part is self.apiserver:
-                self.apiserver.etcd_url = self.etcd.url
-            part.start(timeout=120)
-            print(f"[up] {part.name:24s} :{part.port:<6d} {time.monotonic() - started:5.1f}s",
-                  file=out, flush=True)
+            self.start_part(part, out)
 
     def stop_all(self) -> None:
         for part in reversed(self.parts()):
             part.stop()
 
+    def healthy(self) -> bool:
+        return all(part.healthy_now() for part in self.parts())
+
     def bin_dir(self) -> Path:
+        """A dir with just kubectl and helm, to put first on PATH."""
         path = self.workdir / "bin"
         path.mkdir(exist_ok=True)
         for tool, name in (("kubernetes", "kubectl"), ("helm", "helm")):
             link = path / name
-            if not link.exists():
+            if not link.is_symlink():
                 link.symlink_to(binary(tool, name))
         return path
 
     def env(self) -> dict[str, str]:
+        """What `.dev/env` exports (dev-only credentials included)."""
         return {
             "KUBECONFIG": str(self.apiserver.kubeconfig),
             "PATH": f"{self.bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -553,12 +765,17 @@ class Stack:
 
     # -- persistence for dev/up and dev/down ------------------------------------
 
+    SAVED = ("port", "pid", "peer_port", "etcd_url", "username", "password", "token")
+
     def save(self, path: Path) -> None:
+        """Ports, PIDs and credentials of every part, and the temp dir (mode 0600)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"workdir": str(self.workdir), "parts": {
-            p.name: {k: v for k, v in vars(p).items()
-                     if k not in ("_proc", "workdir", "apiserver") and not k.startswith("_")}
-            for p in self.parts()}}, indent=2, default=str))
+        parts = {p.name: {k: getattr(p, k) for k in self.SAVED if hasattr(p, k)}
+                 for p in self.parts()}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"workdir": str(self.workdir), "parts": parts}, indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> Stack:
@@ -566,59 +783,88 @@ class Stack:
         stack = cls(Path(data["workdir"]))
         for part in stack.parts():
             for key, value in data["parts"].get(part.name, {}).items():
-                setattr(part, key, value)
+                if key in cls.SAVED:
+                    setattr(part, key, value)
         return stack
 
 
 # ---------------------------------------------------------------------------- commands
 
-STATE = STATE_DIR / "state.json"
-ENV_FILE = STATE_DIR / "env"
 
-
-def running_stack() -> Stack | None:
-    """The stack `dev/up` started, if it is still fully alive."""
+def running_stack(grace: float = 10) -> Stack | None:
+    """The stack `dev/up` started, if every part is alive and (within `grace`) healthy."""
     if not STATE.exists():
         return None
-    stack = Stack.load(STATE)
-    return stack if all(p.alive() for p in stack.parts()) else None
-
-
-def up() -> Stack:
-    stack = running_stack()
-    if stack is not None:
-        print(f"[up] already running (state {STATE}); nothing to do")
-        return stack
-    down(quiet=True)
-    stack = Stack()
     try:
-        stack.start_all()
-    except BaseException:
-        stack.stop_all()
-        raise
-    stack.save(STATE)
-    ENV_FILE.write_text("".join(f"export {k}='{v}'\n" for k, v in stack.env().items()))
-    print(f"[up] ready: source {ENV_FILE.relative_to(ROOT)}  (stop with dev/down)")
+        stack = Stack.load(STATE)
+    except (ValueError, KeyError, OSError):
+        return None
+    if not all(part.alive() for part in stack.parts()):
+        return None
+    try:  # a busy machine may answer a health check late; that is not a broken stack
+        wait_until(stack.healthy, timeout=grace, what="the running dev/up stack")
+    except PartFailed:
+        return None
     return stack
 
 
-def down(quiet: bool = False) -> None:
+def write_env_file(stack: Stack) -> None:
+    ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"export {key}={shlex.quote(value)}\n" for key, value in stack.env().items()]
+    ENV_FILE.write_text("# written by dev/up; dev-only credentials\n" + "".join(lines))
+    ENV_FILE.chmod(0o600)
+
+
+def up(out: TextIO | None = None) -> Stack:
+    """Start everything unless a healthy `dev/up` stack runs; record it in .dev/."""
+    out = out or sys.stdout
+    stack = running_stack()
+    if stack is not None:
+        print(f"[up] already running and healthy ({STATE}); nothing to do", file=out)
+        return stack
+    down(quiet=True)  # whatever is left of a broken stack
+    stack = Stack()
+    try:
+        with timed("[up] all parts healthy", out):
+            stack.start_all(out)
+    except BaseException:
+        stack.stop_all()
+        shutil.rmtree(stack.workdir, ignore_errors=True)
+        raise
+    stack.save(STATE)
+    write_env_file(stack)
+    print(f"[up] ready: source {ENV_FILE}  (stop with dev/down)", file=out)
+    return stack
+
+
+def _stop_operator() -> None:
+    """The operator dev/demo started (its PID file), if it still is that operator."""
+    pid_file = STATE_DIR / "operator.pid"
+    if not pid_file.exists():
+        return
+    with contextlib.suppress(ValueError, OSError):
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"replication_operator" in cmdline:
+            _terminate(pid, 10)
+    pid_file.unlink(missing_ok=True)
+
+
+def down(quiet: bool = False, out: TextIO | None = None) -> None:
+    """Stop exactly the processes dev/up recorded and remove their temp dir."""
+    out = out or sys.stdout
     if not STATE.exists():
         if not quiet:
-            print("[down] nothing running")
+            print("[down] nothing running", file=out)
         return
     stack = Stack.load(STATE)
-    operator_pid = STATE_DIR / "operator.pid"
-    if operator_pid.exists():
-        with contextlib.suppress(ValueError):
-            _terminate(int(operator_pid.read_text().strip()), 10)
-        operator_pid.unlink()
-    stack.stop_all()
-    shutil.rmtree(stack.workdir, ignore_errors=True)
-    STATE.unlink(missing_ok=True)
-    ENV_FILE.unlink(missing_ok=True)
-    if not quiet:
-        print(f"[down] stopped and removed {stack.workdir}")
+    with timed(f"[down] stopped and removed {stack.workdir}", out):
+        _stop_operator()
+        stack.stop_all()
+        if stack.workdir.name.startswith("replication-operator-"):  # never a user's dir
+            shutil.rmtree(stack.workdir, ignore_errors=True)
+        STATE.unlink(missing_ok=True)
+        ENV_FILE.unlink(missing_ok=True)
 
 
 def status() -> int:
@@ -627,36 +873,34 @@ def status() -> int:
         return 1
     stack = Stack.load(STATE)
     for part in stack.parts():
-        print(f"{part.name:24s} pid {part.pid} :{part.port} "
-              f"{'alive' if part.alive() else 'DEAD'}")
-    return 0 if all(p.alive() for p in stack.parts()) else 1
-
-
-@contextlib.contextmanager
-def timed(label: str) -> Iterator[None]:
-    started = time.monotonic()
-    yield
-    print(f"[{label}] {time.monotonic() - started:.1f}s", flush=True)
+        state = "healthy" if part.healthy_now() else "alive" if part.alive() else "DEAD"
+        print(f"{part.name:24s} pid {part.pid} 127.0.0.1:{part.port} {state}")
+    return 0 if stack.healthy() else 1
 
 
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "up"
     try:
         if command == "build":
-            build(argv[2:] or None)
+            with timed("[build] total"):
+                build(argv[2:] or None)
         elif command == "up":
-            build()
+            with timed("[build] total"):
+                build()
             up()
         elif command == "down":
             down()
         elif command == "status":
             return status()
         else:
-            print(__doc__)
+            print(__doc__, file=sys.stderr)
             return 2
     except PartFailed as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,14 +1,20 @@
 """Session fixtures for the real parts: API server, pouchdb-servers, ReductStores.
 
 They start through dev/harness.py (the same code as dev/up), lazily: a test asks for
-what it needs and only that starts. A part that fails to start fails the run with its
-log tail; nothing is skipped silently.
+what it needs and only that starts; everything stops at the end of the session. A part
+that fails to start fails the test with its log tail; nothing is skipped silently.
+
+By default a session starts its own parts in its own temp dir. With
+REPLICATION_OPERATOR_REUSE_DEV=1 and a healthy `dev/up` stack (.dev/state.json), the
+fixtures use that stack instead (faster while iterating) and leave it running; a
+server a test restarted is recorded in .dev/state.json again, so dev/down still stops it.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -16,7 +22,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,9 +30,11 @@ sys.path.insert(0, str(ROOT / "dev"))
 
 import harness  # noqa: E402
 
+REUSE_DEV = os.environ.get("REPLICATION_OPERATOR_REUSE_DEV", "") not in ("", "0", "false")
+
 
 class Cluster:
-    """The local API server, as its admin, with kubectl and helm on PATH."""
+    """The local API server, as its admin, with kubectl and helm first on PATH."""
 
     def __init__(self, stack: harness.Stack) -> None:
         self.stack = stack
@@ -40,6 +47,7 @@ class Cluster:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True
                 ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl as the admin; with `check`, a failure raises with its stderr."""
         result = subprocess.run([str(self.bin_dir / "kubectl"), *args], input=input,
                                 capture_output=True, text=True, env=self.env, timeout=120)
         if check and result.returncode != 0:
@@ -48,79 +56,120 @@ class Cluster:
         return result
 
 
+class Parts:
+    """The session's stack, and which of its parts the tests asked for."""
+
+    def __init__(self, stack: harness.Stack, owned: bool) -> None:
+        self.stack = stack
+        self.owned = owned
+        self.requested: list[harness.Part] = []
+
+    def start(self, part: harness.Part) -> harness.Part:
+        if part not in self.requested:
+            self.requested.append(part)
+        self.stack.start_part(part)
+        return part
+
+
+def _require_built() -> None:
+    """Fail fast (not in a test's timeout) when the parts were never built."""
+    missing = [tool.name for tool in harness.tools().values() if not tool.present()]
+    if missing:
+        pytest.fail(f"local parts not built: {', '.join(missing)}; run dev/build-tools "
+                    f"(cache {harness.CACHE})", pytrace=False)
+
+
 @pytest.fixture(scope="session")
-def stack() -> Iterator[harness.Stack]:
-    harness.build()  # no-op when cached; CI builds first (dev/build-tools)
+def local_parts() -> Iterator[Parts]:
+    reused = harness.running_stack() if REUSE_DEV else None
+    if reused is not None:
+        session = Parts(reused, owned=False)
+        yield session
+        reused.save(harness.STATE)  # PIDs of servers a test restarted
+        return
+    _require_built()
     workdir = Path(tempfile.mkdtemp(prefix="replication-operator-test-"))
-    parts = harness.Stack(workdir)
-    yield parts
-    parts.stop_all()
+    session = Parts(harness.Stack(workdir), owned=True)
+    yield session
+    session.stack.stop_all()
     shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def cluster(stack: harness.Stack) -> Cluster:
-    stack.start_control_plane()
-    return Cluster(stack)
-
-
-def _started(part: harness.Part) -> harness.Part:
-    if not part.alive():
-        part.start(timeout=120)
-    return part
+def stack(local_parts: Parts) -> harness.Stack:
+    """The harness itself, for tests that need more than the fixtures below."""
+    return local_parts.stack
 
 
 @pytest.fixture(scope="session")
-def couch_a(stack: harness.Stack) -> harness.Part:
-    return _started(stack.couch_a)
+def cluster(local_parts: Parts) -> Cluster:
+    local_parts.start(local_parts.stack.controller_manager)  # with etcd and the API server
+    return Cluster(local_parts.stack)
 
 
 @pytest.fixture(scope="session")
-def couch_b(stack: harness.Stack) -> harness.Part:
-    return _started(stack.couch_b)
+def couch_a(local_parts: Parts) -> harness.PouchDB:
+    local_parts.start(local_parts.stack.couch_a)
+    return local_parts.stack.couch_a
 
 
 @pytest.fixture(scope="session")
-def reduct_a(stack: harness.Stack) -> harness.Part:
-    return _started(stack.reduct_a)
+def couch_b(local_parts: Parts) -> harness.PouchDB:
+    local_parts.start(local_parts.stack.couch_b)
+    return local_parts.stack.couch_b
 
 
 @pytest.fixture(scope="session")
-def reduct_b(stack: harness.Stack) -> harness.Part:
-    return _started(stack.reduct_b)
+def reduct_a(local_parts: Parts) -> harness.ReductStore:
+    local_parts.start(local_parts.stack.reduct_a)
+    return local_parts.stack.reduct_a
+
+
+@pytest.fixture(scope="session")
+def reduct_b(local_parts: Parts) -> harness.ReductStore:
+    local_parts.start(local_parts.stack.reduct_b)
+    return local_parts.stack.reduct_b
 
 
 @pytest.fixture(autouse=True)
-def _restart_stopped_servers(request: pytest.FixtureRequest) -> Iterator[None]:
+def _restart_stopped_parts(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test that stops a server and fails midway must not break the tests after it."""
     yield
-    if "stack" not in request.fixturenames:
+    if "local_parts" not in request.fixturenames:
         return
-    stack: harness.Stack = request.getfixturevalue("stack")
-    for part in (stack.couch_a, stack.couch_b, stack.reduct_a, stack.reduct_b):
-        if part.pid is not None and not part.alive():
-            part.start()
+    session: Parts = request.getfixturevalue("local_parts")
+    for part in session.requested:
+        if not part.alive():
+            session.stack.start_part(part)
 
 
-_names = itertools.count()
+_counter = itertools.count()
+
+
+def _dns_label(text: str, limit: int) -> str:
+    """Lowercase letters, digits and '-', starting with a letter, at most `limit` long."""
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower())
+    label = re.sub(r"-+", "-", label).strip("-")[:limit].rstrip("-")
+    return label if label[:1].isalpha() else f"x{label}"[:limit]
 
 
 @pytest.fixture
 def unique_name() -> Callable[[str], str]:
+    """`unique_name(prefix)`: a lowercase name unique in the session (db, bucket names)."""
     def make(prefix: str) -> str:
-        return f"{prefix}-{next(_names)}-{secrets.token_hex(3)}"
+        return f"{_dns_label(prefix, 40)}-{next(_counter)}-{secrets.token_hex(3)}"
     return make
 
 
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"t{next(_names)}-{request.node.name[:30].lower().replace('_', '-')}".strip("-")
-    name = "".join(c for c in name if c.isalnum() or c == "-")[:50].strip("-")
-    name = f"{name}-{secrets.token_hex(2)}"
+    """A fresh namespace named after the test; deleted afterwards (without waiting)."""
+    name = f"t{next(_counter)}-{_dns_label(request.node.name, 40)}-{secrets.token_hex(2)}"
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def pytest_report_header(config: Any) -> str:
-    return f"parts cache: {harness.CACHE}"
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"local parts: cache {harness.CACHE}" + (
+        "; reusing a healthy dev/up stack if there is one" if REUSE_DEV else "")

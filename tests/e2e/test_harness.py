@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,13 @@ def test_api_server_enforces_a_cel_rule_and_serves_status(cluster: Any, namespac
                                                           ) -> None:
     cluster.kubectl("apply", "-f", "-", input=json.dumps(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/widgets.proof.harness.dev")
+    try:
+        _check_widgets(cluster, namespace)
+    finally:
+        cluster.kubectl("delete", "crd", "widgets.proof.harness.dev", "--wait=false")
+
+
+def _check_widgets(cluster: Any, namespace: str) -> None:
     ok = {"apiVersion": "proof.harness.dev/v1", "kind": "Widget",
           "metadata": {"name": "ok", "namespace": namespace}, "spec": {"size": 3}}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(ok))
@@ -62,6 +70,28 @@ def test_rbac_limits_an_impersonated_service_account(cluster: Any, namespace: st
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
     denied = cluster.kubectl("create", "configmap", "x", "-n", namespace, as_sa, check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+
+
+def test_controller_manager_collects_garbage_and_deletes_namespaces(cluster: Any,
+                                                                   namespace: str) -> None:
+    owner = json.loads(cluster.kubectl("create", "configmap", "owner", "-n", namespace,
+                                       "-o", "json").stdout)
+    child = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+        "name": "child", "namespace": namespace, "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+            "uid": owner["metadata"]["uid"]}]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(child))
+    cluster.kubectl("delete", "configmap", "owner", "-n", namespace)
+    wait_for(lambda: cluster.kubectl("get", "configmap", "child", "-n", namespace,
+                                     check=False).returncode != 0,
+             what="the child garbage-collected", timeout=60)
+
+    doomed = f"{namespace}-doomed"
+    cluster.kubectl("create", "namespace", doomed)
+    cluster.kubectl("create", "configmap", "inside", "-n", doomed)
+    cluster.kubectl("delete", "namespace", doomed, "--wait=false")
+    wait_for(lambda: cluster.kubectl("get", "namespace", doomed, check=False).returncode != 0,
+             what="the namespace finalized and gone", timeout=60)
 
 
 def test_pouchdb_one_shot_replication_completes(couch_a: Any, couch_b: Any,
@@ -99,15 +129,45 @@ def test_reductstore_replication_delivers_a_record(reduct_a: Any, reduct_b: Any,
              what="record replicated to B")
 
 
-def test_a_part_that_cannot_start_fails_with_its_log_tail(tmp_path: Path) -> None:
-    class Broken(harness.Part):
+def test_stopped_servers_come_back_on_their_port_with_their_data(
+        couch_a: Any, reduct_a: Any, unique_name: Any) -> None:
+    db, bucket = unique_name("kept"), unique_name("kept")
+    couch = httpx.Client(base_url=couch_a.url, auth=(couch_a.username, couch_a.password))
+    reduct = httpx.Client(base_url=reduct_a.url,
+                          headers={"Authorization": f"Bearer {reduct_a.token}"})
+    couch.put(f"/{db}").raise_for_status()
+    reduct.post(f"/api/v1/b/{bucket}", json={}).raise_for_status()
+    ports = couch_a.port, reduct_a.port
+    for part in (couch_a, reduct_a):
+        part.stop()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(part.url, timeout=2)
+        part.start()
+    assert (couch_a.port, reduct_a.port) == ports
+    assert couch.get(f"/{db}").status_code == 200
+    assert reduct.get(f"/api/v1/b/{bucket}").status_code == 200
+
+
+def test_a_server_on_a_busy_port_fails_with_its_log_tail(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        part = harness.ReductStore("busy", tmp_path, port=taken.getsockname()[1])
+        with pytest.raises(harness.PartFailed) as info:
+            part.start(timeout=20)
+    message = str(info.value)
+    assert "process exited before it was healthy" in message
+    assert "Address already in use" in message  # ReductStore's own log line
+    assert not part.alive()
+
+
+def test_a_missing_binary_fails_with_a_hint(tmp_path: Path) -> None:
+    class Missing(harness.Part):
         def command(self) -> list[str]:
-            return ["sh", "-c", "echo 'cannot bind: address in use' >&2; exit 3"]
+            return [str(tmp_path / "no-such-server")]
 
         def healthy(self) -> bool:
             return False
 
-    with pytest.raises(harness.PartFailed) as info:
-        Broken("broken", tmp_path).start(timeout=10)
-    assert "cannot bind: address in use" in str(info.value)
-    assert "process exited" in str(info.value)
+    with pytest.raises(harness.PartFailed, match=r"cannot run .*no-such-server.*build-tools"):
+        Missing("missing", tmp_path).start(timeout=5)

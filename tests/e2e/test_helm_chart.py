@@ -5,7 +5,9 @@ smoke passes; with one needed rule removed it fails."""
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,16 @@ def smoke(kube: Kube, couch_a: Any, couch_b: Any, name: str, timeout: float) -> 
     wait_for(lambda: kube.get("replication", name) is None, timeout=timeout,
              what="replication deleted")
     return job not in b.replicator_docs()
+
+
+@pytest.fixture
+def namespace(cluster: Any) -> Iterator[str]:
+    """Outside the "t*" namespaces the session's admin operator watches: only the
+    operator running with the chart's ServiceAccount acts here."""
+    name = f"rbac-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture

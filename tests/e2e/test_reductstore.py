@@ -10,7 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_support import Couch, Kube, OperatorProcess, database_server, replication, secret, wait_for
+from e2e_support import (
+    Couch,
+    Kube,
+    OperatorProcess,
+    database_server,
+    metric_sum,
+    replication,
+    secret,
+    wait_for,
+)
 
 KIND = "replication"
 
@@ -73,7 +82,7 @@ def secret_value(kube: Kube, name: str, key: str = "token") -> str:
 
 def test_replication_with_a_token_delivers_records_and_survives_rotation(
         reduct_env: tuple[Kube, Reduct, Reduct], unique_name: Any,
-        secret_values: set[str]) -> None:
+        secret_values: set[str], operator: OperatorProcess) -> None:
     kube, a, b = reduct_env
     src, dst = unique_name("src"), unique_name("dst")
     a.bucket(src)
@@ -85,6 +94,9 @@ def test_replication_with_a_token_delivers_records_and_survives_rotation(
     kube.wait_condition("token", "b-writer")
     first_value = secret_value(kube, "b-writer")
     assert kube.get("token", "b-writer")["status"]["expiresAt"]  # type: ignore[index]
+    expiry = metric_sum(operator.metrics(), "replication_operator_token_expiry_timestamp_seconds",
+                        namespace=kube.ns, name="b-writer")
+    assert expiry > time.time() + 29 * 86400
     secret_values.add(first_value)
     assert f"{kube.ns}.b-writer" in b.tokens()
 

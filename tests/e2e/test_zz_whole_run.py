@@ -60,7 +60,6 @@ def test_metrics_moved(couch_env: tuple[Kube, Couch, Couch], operator: OperatorP
             family
     assert metric_sum(after, "replication_operator_resources", kind="Replication") >= 1
     assert metric_sum(after, "replication_operator_reconciles_total", result="error") > 0
-    assert metric_sum(after, "replication_operator_token_expiry_timestamp_seconds") > 0
 
 
 def test_argocd_health_over_the_statuses_of_the_run() -> None:
