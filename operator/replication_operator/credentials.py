@@ -41,7 +41,3 @@ class Credentials:
             digest.update(part.encode())
             digest.update(b"\0")
         return digest.hexdigest()[:16]
-
-    def secret_values(self) -> list[str]:
-        """The values that must never appear in status, events or logs."""
-        return [v for v in (self.password, self.token, self.apikey) if v]

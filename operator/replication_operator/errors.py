@@ -66,7 +66,7 @@ class SpecError(PermanentBackendError):
         super().__init__(message, code="InvalidSpec")
 
 
-class ReferenceError_(PermanentBackendError):
+class MissingReferenceError(PermanentBackendError):
     """A referenced object (DatabaseServer, Secret, Token) is missing or unusable.
 
     Permanent until the referenced object changes; the handlers re-check it on every

@@ -64,13 +64,6 @@ async def get_custom(namespace: str, plural: str, name: str) -> dict[str, Any] |
     return cast(dict[str, Any], obj)
 
 
-async def list_custom(namespace: str, plural: str) -> list[dict[str, Any]]:
-    custom = kubernetes.client.CustomObjectsApi(api())
-    result = cast(dict[str, Any], await asyncio.to_thread(
-        custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural))
-    return list(result.get("items", []))
-
-
 def owner_reference(body: Any) -> kubernetes.client.V1OwnerReference:
     """Makes the owner's deletion remove the object (garbage collection)."""
     meta = body["metadata"]

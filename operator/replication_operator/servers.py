@@ -16,7 +16,7 @@ from typing import Any
 
 from replication_operator.backends.base import Backend
 from replication_operator.credentials import Credentials
-from replication_operator.errors import ReferenceError_, SpecError
+from replication_operator.errors import MissingReferenceError, SpecError
 from replication_operator.http import (
     DEFAULT_IAM_TOKEN_URL,
     RequestObserver,
@@ -45,16 +45,16 @@ async def read_credentials(namespace: str, auth: Mapping[str, Any],
     ref = auth.get("secretRef") or {}
     secret_name = ref.get("name")
     if not secret_name:
-        raise ReferenceError_(f"spec.auth.secretRef is required for auth type {auth_type}")
+        raise MissingReferenceError(f"spec.auth.secretRef is required for auth type {auth_type}")
     data = await read_secret(namespace, secret_name)
     if data is None:
-        raise ReferenceError_(f"Secret {secret_name!r} (spec.auth.secretRef) not found")
+        raise MissingReferenceError(f"Secret {secret_name!r} (spec.auth.secretRef) not found")
 
     def key(field: str, default: str, required: bool) -> str:
         name = auth.get(field) or default
         value = data.get(name, "")
         if required and not value:
-            raise ReferenceError_(f"Secret {secret_name!r} has no key {name!r} "
+            raise MissingReferenceError(f"Secret {secret_name!r} has no key {name!r} "
                                   f"(needed for auth type {auth_type})")
         return value
 
@@ -78,7 +78,7 @@ async def settings_from_spec(namespace: str, name: str, spec: Mapping[str, Any],
         data = await read_secret(namespace, ca_ref["name"])
         ca_key = ca_ref.get("key", "ca.crt")
         if data is None or not data.get(ca_key):
-            raise ReferenceError_(f"spec.tls.caSecretRef: Secret {ca_ref['name']!r} with key "
+            raise MissingReferenceError(f"spec.tls.caSecretRef: Secret {ca_ref['name']!r} with key "
                                   f"{ca_key!r} not found")
         ca_pem = data[ca_key]
     return ServerSettings(
@@ -137,7 +137,8 @@ class ServerRegistry:
             return entry
         body = await self._read_server(namespace, name)
         if body is None:
-            raise ReferenceError_(f"DatabaseServer {name!r} not found in namespace {namespace}")
+            raise MissingReferenceError(
+                f"DatabaseServer {name!r} not found in namespace {namespace}")
         return await self.refresh(namespace, name, body.get("spec") or {})
 
     async def forget(self, namespace: str, name: str) -> None:

@@ -61,8 +61,7 @@ def changed_fields(current: Mapping[str, Any] | None, desired: Mapping[str, Any]
                    ) -> dict[str, Any]:
     """Top-level status fields whose value differs (None = remove the field)."""
     current = current or {}
-    patch = {k: v for k, v in desired.items() if current.get(k) != v}
-    return patch
+    return {k: v for k, v in desired.items() if current.get(k) != v}
 
 
 def condition(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:

@@ -155,9 +155,8 @@ class CouchDBBackend:
         path = f"/{quote(request.source.database, safe='')}/{ddoc_id}"
         body = {"filters": {"selector": selector_to_js(selector)},
                 "dbops_selector": selector}
-        response = await source.request("PUT", path, json=body, allow=(409,))
-        if response.status_code == 409:
-            return  # same name = same selector (content-addressed): already there
+        # 409: same name = same selector (content-addressed), already installed
+        await source.request("PUT", path, json=body, allow=(409,))
 
     async def create(self, request: ReplicationRequest) -> None:
         await self._info()

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from replication_operator.backends import reductstore_settings as rs
-from replication_operator.backends.base import ERROR, Observation, ReplicationRequest, ServerInfo
+from replication_operator.backends.base import Observation, ReplicationRequest, ServerInfo
 from replication_operator.backends.snapshot import Snapshot
 from replication_operator.backends.tokens import (
     IssuedCredential,
@@ -82,10 +82,7 @@ class ReductStoreBackend:
             response = await self.conn.request("GET", self._path(request.external_name),
                                                allow=(404,))
             detail = response.json() if response.status_code == 200 else None
-        seen = rs.observe(request, item, detail, desired)
-        if seen.phase == ERROR and detail is None:
-            seen.message = seen.message or "replication is not active"
-        return seen
+        return rs.observe(request, item, detail, desired)
 
     async def create(self, request: ReplicationRequest) -> None:
         body = rs.desired_settings(request, self._dst_token(request))

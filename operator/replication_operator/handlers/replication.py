@@ -18,7 +18,7 @@ from replication_operator.backends.base import (
 from replication_operator.config import SKIP_CLEANUP
 from replication_operator.context import OperatorContext
 from replication_operator.credentials import Credentials
-from replication_operator.errors import BackendError, ReferenceError_, TransientBackendError
+from replication_operator.errors import BackendError, MissingReferenceError, TransientBackendError
 from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
 from replication_operator.reconcile.replication import Plan, Verb, compute_status, plan
 from replication_operator.servers import ServerEntry, with_credentials
@@ -40,13 +40,13 @@ async def token_credentials(namespace: str, ref: Mapping[str, Any]
     credential generation (it changes on every rotation)."""
     token = await kube.get_custom(namespace, "tokens", ref["name"])
     if token is None:
-        raise ReferenceError_(f"Token {ref['name']!r} (tokenRef) not found")
+        raise MissingReferenceError(f"Token {ref['name']!r} (tokenRef) not found")
     status = token.get("status") or {}
     generation = str(status.get("generation") or "")
     secret_name = (status.get("secretName") or token["spec"].get("secretName") or ref["name"])
     data = await kube.read_secret(namespace, secret_name)
     if not data:
-        raise ReferenceError_(f"Token {ref['name']!r} has no credential yet (Secret "
+        raise MissingReferenceError(f"Token {ref['name']!r} has no credential yet (Secret "
                               f"{secret_name!r} missing)")
     if data.get("password"):
         creds = Credentials(username=data.get("username", ""), password=data["password"])
