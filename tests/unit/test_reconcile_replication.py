@@ -151,3 +151,10 @@ def test_ready_and_stalled_are_never_both_true(seen: Observation, error: Excepti
     cond = conditions(status_for(seen, error))
     assert not (cond["Ready"] == "True" and cond["Stalled"] == "True")
     assert not (cond["Ready"] == "True" and cond["Reconciling"] == "True")
+
+
+def test_rotated_credential_updates_a_job_that_otherwise_matches() -> None:
+    assert decide(mine(), credentials_rotated=True) == (Verb.UPDATE, "CredentialsRotated")
+    assert decide(mine(provisioned=True), credentials_rotated=True)[0] is Verb.NOTHING
+    assert decide(mine(up_to_date=False), credentials_rotated=True,
+                  spec_changed=True) == (Verb.UPDATE, "Updated")

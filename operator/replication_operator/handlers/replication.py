@@ -20,7 +20,12 @@ from replication_operator.context import OperatorContext
 from replication_operator.credentials import Credentials
 from replication_operator.errors import BackendError, MissingReferenceError, TransientBackendError
 from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
-from replication_operator.reconcile.replication import Plan, Verb, compute_status, plan
+from replication_operator.reconcile.replication import (
+    Verb,
+    compute_status,
+    job_was_seen,
+    plan,
+)
 from replication_operator.servers import ServerEntry, with_credentials
 from replication_operator.status import changed_fields, now_iso
 
@@ -124,20 +129,15 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                                                resolved.request)
                 driver.validate(request)
                 seen = await driver.observe(request, max_age=max_age)
+                token_generations = resolved.token_generations
+                applied = previous.get("tokenGenerations")
                 action = plan(key=request.key, external_name=ext, seen=seen,
                               suspend=request.suspend, suspend_deletes=driver.suspend_deletes,
                               adopted=request.adopted,
                               spec_changed=previous.get("observedGeneration") != generation,
-                              created_before=bool(previous.get("externalName"))
-                              and previous.get("phase") not in (None, "Pending", "Suspended"))
-                token_generations = resolved.token_generations
-                if (action.verb is Verb.NOTHING and seen.exists and not seen.provisioned
-                        and token_generations != (previous.get("tokenGenerations") or {})
-                        and previous.get("tokenGenerations") is not None):
-                    # servers that never return credentials (ReductStore's dst_token)
-                    # cannot show a rotation as drift: follow the Token's generation
-                    action = Plan(Verb.UPDATE, "CredentialsRotated",
-                                  f"job {ext} now uses the rotated credential")
+                              created_before=job_was_seen(previous),
+                              credentials_rotated=applied is not None
+                              and applied != token_generations)
                 if action.verb is Verb.CREATE:
                     await driver.create(request)
                 elif action.verb is Verb.UPDATE:
@@ -145,8 +145,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 elif action.verb is Verb.DELETE:
                     await driver.delete(ext, seen)
                 if action.verb is not Verb.NOTHING:
-                    kopf.event(body, type="Warning" if action.reason == "DriftCorrected"
-                               else "Normal", reason=action.reason, message=action.message)
+                    emit = events.warning if action.reason == "DriftCorrected" else events.normal
+                    emit(body, action.reason, action.message)
                     seen = await driver.observe(request, max_age=0)
             except BackendError as exc:
                 error = exc

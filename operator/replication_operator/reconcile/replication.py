@@ -54,14 +54,22 @@ class OwnershipConflict(BackendError):
         super().__init__(message, code="OwnedByAnother")
 
 
+def job_was_seen(previous_status: Mapping[str, Any]) -> bool:
+    """Status says the job existed on the server (so finding it gone is drift)."""
+    return bool(previous_status.get("externalName")) and \
+        previous_status.get("phase") not in (None, PENDING, SUSPENDED)
+
+
 def plan(*, key: str, external_name: str, seen: Observation, suspend: bool,
-         suspend_deletes: bool, adopted: bool, spec_changed: bool, created_before: bool
-         ) -> Plan:
+         suspend_deletes: bool, adopted: bool, spec_changed: bool, created_before: bool,
+         credentials_rotated: bool = False) -> Plan:
     """The one action that brings the server in line with the spec.
 
     `spec_changed`: the spec generation moved since the last reconcile, so a mismatch
     is the user's update, not drift. `created_before`: status says the job existed,
-    so finding it gone means someone removed it.
+    so finding it gone means someone removed it. `credentials_rotated`: a Token the
+    job uses has a new credential; servers that never return credentials (ReductStore's
+    dst_token) cannot show that as a difference, so it is a reason to update of its own.
     """
     if seen.exists and seen.owner not in (None, key) and not adopted:
         raise OwnershipConflict(
@@ -86,6 +94,9 @@ def plan(*, key: str, external_name: str, seen: Observation, suspend: bool,
             return Plan(Verb.UPDATE, "Updated", f"updated job {external_name} ({fields})")
         return Plan(Verb.UPDATE, "DriftCorrected",
                     f"job {external_name} was changed on the server ({fields}); put it back")
+    if credentials_rotated:
+        return Plan(Verb.UPDATE, "CredentialsRotated",
+                    f"job {external_name} now uses the rotated credential")
     return Plan(Verb.NOTHING)
 
 
