@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -225,3 +226,13 @@ class Couch:
             return {}
         return {r["id"]: r["doc"] for r in response.json()["rows"]
                 if not r["id"].startswith("_design/")}
+
+
+@contextlib.contextmanager
+def stopped(part: Any) -> Iterator[None]:
+    """The server is down inside the block and up again (same port, same data) after."""
+    part.stop()
+    try:
+        yield
+    finally:
+        part.start()

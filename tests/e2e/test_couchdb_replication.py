@@ -7,7 +7,16 @@ import json
 import time
 from typing import Any
 
-from e2e_support import Couch, Kube, OperatorProcess, metric_sum, replication, secret, wait_for
+from e2e_support import (
+    Couch,
+    Kube,
+    OperatorProcess,
+    metric_sum,
+    replication,
+    secret,
+    stopped,
+    wait_for,
+)
 
 KIND = "replication"
 
@@ -15,6 +24,13 @@ KIND = "replication"
 def spec(src: str, dst: str, **extra: Any) -> dict[str, Any]:
     return {"source": {"server": "couch-a", "database": src},
             "target": {"server": "couch-b", "database": dst, "create": True}, **extra}
+
+
+def ready_replication(kube: Kube, a: Couch, name: str, db: str) -> None:
+    """A continuous couch-a → couch-b replication of a fresh database, Ready."""
+    a.create_db(db)
+    kube.apply(replication(name, **spec(db, db)))
+    kube.wait_condition(KIND, name)
 
 
 def test_one_shot_replication_completes_and_documents_arrive(
@@ -92,9 +108,7 @@ def test_job_removed_or_edited_by_hand_is_put_back(
         couch_env: tuple[Kube, Couch, Couch], unique_name: Any) -> None:
     kube, a, b = couch_env
     db = unique_name("drift")
-    a.create_db(db)
-    kube.apply(replication("drifty", **spec(db, db)))
-    kube.wait_condition(KIND, "drifty")
+    ready_replication(kube, a, "drifty", db)
     job_id = f"{kube.ns}.drifty"
     doc = b.replicator_docs()[job_id]
     b.http.delete(f"/_replicator/{job_id}", params={"rev": doc["_rev"]}).raise_for_status()
@@ -108,16 +122,11 @@ def test_server_down_is_backend_unavailable_and_recovers_without_restart(
         couch_env: tuple[Kube, Couch, Couch], unique_name: Any) -> None:
     kube, a, b = couch_env
     db = unique_name("outage")
-    a.create_db(db)
-    kube.apply(replication("outage", **spec(db, db)))
-    kube.wait_condition(KIND, "outage")
-    b.part.stop()
-    try:
+    ready_replication(kube, a, "outage", db)
+    with stopped(b.part):
         kube.wait_condition(KIND, "outage", status="False", reason="BackendUnavailable")
         kube.wait_condition("databaseserver", "couch-b", status="False",
                             reason="BackendUnavailable")
-    finally:
-        b.part.start()
     kube.wait_condition("databaseserver", "couch-b")
     kube.wait_condition(KIND, "outage")
 
@@ -201,11 +210,8 @@ def test_deletion_blocked_by_a_down_server_is_reported_and_can_be_forced(
         couch_env: tuple[Kube, Couch, Couch], unique_name: Any) -> None:
     kube, a, b = couch_env
     db = unique_name("stuck")
-    a.create_db(db)
-    kube.apply(replication("stuck", **spec(db, db)))
-    kube.wait_condition(KIND, "stuck")
-    b.part.stop()
-    try:
+    ready_replication(kube, a, "stuck", db)
+    with stopped(b.part):
         kube.delete(KIND, "stuck")
         cond = kube.wait_condition(KIND, "stuck", status="False", reason="CleanupBlocked",
                                    timeout=150)
@@ -214,5 +220,3 @@ def test_deletion_blocked_by_a_down_server_is_reported_and_can_be_forced(
         wait_for(lambda: kube.get(KIND, "stuck") is None, timeout=150,
                  what="forced deletion")
         kube.wait_event("stuck", "CleanupSkipped")
-    finally:
-        b.part.start()

@@ -48,7 +48,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         if error is not None:
             logger.warning("probe of %s failed: %s", name, error.message)
 
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    # No on.create probe: the daemon below starts with one (it would be done twice).
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
     async def changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         await probe(body, logger)
