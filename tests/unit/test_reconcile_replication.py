@@ -158,3 +158,13 @@ def test_rotated_credential_updates_a_job_that_otherwise_matches() -> None:
     assert decide(mine(provisioned=True), credentials_rotated=True)[0] is Verb.NOTHING
     assert decide(mine(up_to_date=False), credentials_rotated=True,
                   spec_changed=True) == (Verb.UPDATE, "Updated")
+
+
+def test_a_job_that_never_existed_is_not_drift_after_a_failed_first_reconcile() -> None:
+    from replication_operator.reconcile.replication import job_was_seen
+
+    failed_first = status_for(error=SpecError("Token 'x' (tokenRef) not found"))
+    assert "externalName" not in failed_first and not job_was_seen(failed_first)
+    running = status_for(Observation(exists=True, phase=RUNNING, reason="Running"))
+    later_outage = status_for(error=TransientBackendError("down"), previous=running)
+    assert later_outage["externalName"] == "ns.rep" and job_was_seen(later_outage)

@@ -142,10 +142,13 @@ def compute_status(*, previous: Mapping[str, Any] | None, generation: int | None
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "phase": phase,
-        "externalName": external_name,
         "server": server,
         "conditions": merge_conditions(previous.get("conditions"), conditions, generation, now),
     }
+    if (seen is not None and seen.exists) or previous.get("externalName"):
+        # only once the job has been on the server: a first reconcile that failed
+        # before creating it must not make its later creation look like drift
+        status["externalName"] = external_name
     if last_error is not None:
         old = previous.get("lastError") or {}
         same = old.get("code") == last_error["code"] and old.get("message") == \
