@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from replication_operator.backends.base import Backend
 from replication_operator.backends.couchdb import CouchDBBackend
+from replication_operator.backends.harbor import HarborBackend
 from replication_operator.backends.reductstore import ReductStoreBackend
 from replication_operator.errors import SpecError
 from replication_operator.http import ServerConnection, ServerSettings
@@ -17,4 +18,6 @@ def make_backend(server_type: str, conn: ServerConnection,
         return CouchDBBackend(conn, connection_for)
     if server_type == "reductstore":
         return ReductStoreBackend(conn, connection_for)
+    if server_type == "harbor":
+        return HarborBackend(conn, connection_for)
     raise SpecError(f"spec.type {server_type!r}: this operator version has no backend for it")

@@ -19,6 +19,7 @@ from replication_operator.config import SKIP_CLEANUP
 from replication_operator.context import OperatorContext
 from replication_operator.credentials import Credentials
 from replication_operator.errors import BackendError, MissingReferenceError, TransientBackendError
+from replication_operator.handlers.cleanup import report_blocked
 from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
 from replication_operator.reconcile.replication import (
     Verb,
@@ -213,12 +214,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             resolved = await resolve(ctx, ns, name, spec)
             await resolved.driver.delete(ext, None)
         except BackendError as exc:
-            waited = runtime.total_seconds()
-            if waited >= config.cleanup_grace:
-                patch.status["conditions"] = [{
-                    "type": "Ready", "status": "False", "reason": "CleanupBlocked",
-                    "message": f"cannot remove job {ext} for {int(waited)}s: {exc.message}; "
-                               f"annotate {SKIP_CLEANUP}=true to delete without cleanup",
-                    "lastTransitionTime": now_iso()}]
+            report_blocked(patch, waited=runtime.total_seconds(), grace=config.cleanup_grace,
+                           what=f"job {ext}", reason=exc.message)
             raise kopf.TemporaryError(exc.message, delay=config.backoff(retry)) from None
         events.normal(body, reason="Deleted", message=f"removed job {ext} from the server")

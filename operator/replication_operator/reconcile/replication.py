@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from replication_operator.backends.base import (
     COMPLETED,
@@ -31,6 +31,25 @@ from replication_operator.status import (
 )
 
 
+class Observed(Protocol):
+    """What `plan` needs to know of a thing on a server (a job, a policy)."""
+
+    @property
+    def exists(self) -> bool: ...
+
+    @property
+    def owner(self) -> str | None: ...
+
+    @property
+    def provisioned(self) -> bool: ...
+
+    @property
+    def up_to_date(self) -> bool: ...
+
+    @property
+    def differences(self) -> list[str]: ...
+
+
 class Verb(enum.Enum):
     NOTHING = "nothing"
     CREATE = "create"
@@ -46,7 +65,7 @@ class Plan:
 
 
 class OwnershipConflict(BackendError):
-    """The job on the server belongs to another Replication."""
+    """The object on the server belongs to another resource."""
 
     permanent = True
 
@@ -60,9 +79,10 @@ def job_was_seen(previous_status: Mapping[str, Any]) -> bool:
         previous_status.get("phase") not in (None, PENDING, SUSPENDED)
 
 
-def plan(*, key: str, external_name: str, seen: Observation, suspend: bool,
+def plan(*, key: str, external_name: str, seen: Observed, suspend: bool,
          suspend_deletes: bool, adopted: bool, spec_changed: bool, created_before: bool,
-         credentials_rotated: bool = False) -> Plan:
+         credentials_rotated: bool = False, noun: str = "job",
+         owner_kind: str = "Replication") -> Plan:
     """The one action that brings the server in line with the spec.
 
     `spec_changed`: the spec generation moved since the last reconcile, so a mismatch
@@ -73,30 +93,30 @@ def plan(*, key: str, external_name: str, seen: Observation, suspend: bool,
     """
     if seen.exists and seen.owner not in (None, key) and not adopted:
         raise OwnershipConflict(
-            f"job {external_name!r} on the server belongs to Replication {seen.owner}; set "
-            f"spec.externalName to adopt it deliberately")
+            f"{noun} {external_name!r} on the server belongs to {owner_kind} {seen.owner}; "
+            f"set spec.externalName to adopt it deliberately")
     if seen.provisioned:
         return Plan(Verb.NOTHING)
     if suspend and suspend_deletes:
         if seen.exists:
-            return Plan(Verb.DELETE, "Suspended", f"removed job {external_name} (suspended)")
+            return Plan(Verb.DELETE, "Suspended", f"removed {noun} {external_name} (suspended)")
         return Plan(Verb.NOTHING)
     if not seen.exists:
         if created_before and not spec_changed:
             return Plan(Verb.CREATE, "DriftCorrected",
-                        f"job {external_name} was removed from the server; recreated it")
-        return Plan(Verb.CREATE, "Created", f"created job {external_name}")
+                        f"{noun} {external_name} was removed from the server; recreated it")
+        return Plan(Verb.CREATE, "Created", f"created {noun} {external_name}")
     if adopted and seen.owner != key:
-        return Plan(Verb.UPDATE, "Adopted", f"adopted existing job {external_name}")
+        return Plan(Verb.UPDATE, "Adopted", f"adopted existing {noun} {external_name}")
     if not seen.up_to_date:
         fields = ", ".join(seen.differences) or "settings"
         if spec_changed:
-            return Plan(Verb.UPDATE, "Updated", f"updated job {external_name} ({fields})")
+            return Plan(Verb.UPDATE, "Updated", f"updated {noun} {external_name} ({fields})")
         return Plan(Verb.UPDATE, "DriftCorrected",
-                    f"job {external_name} was changed on the server ({fields}); put it back")
+                    f"{noun} {external_name} was changed on the server ({fields}); put it back")
     if credentials_rotated:
         return Plan(Verb.UPDATE, "CredentialsRotated",
-                    f"job {external_name} now uses the rotated credential")
+                    f"{noun} {external_name} now uses the rotated credential")
     return Plan(Verb.NOTHING)
 
 

@@ -1,0 +1,308 @@
+"""Harbor (API v2.0): replication policies, their executions, the registries (remote
+endpoints) they need, and robot accounts for tokens.
+
+Observation is batched per server: one paged list of policies, one list of the most
+recent executions (newest first) and one paged list of registries serve every
+ReplicationPolicy on the server; an execution that was running and has dropped out of
+the recent window is looked up by id. Finished executions never change, so the
+status keeps them between resyncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
+
+from replication_operator.backends import harbor_docs as docs
+from replication_operator.backends.base import ServerInfo
+from replication_operator.backends.harbor_paging import API, PAGE_SIZE, id_from_location, list_all
+from replication_operator.backends.harbor_robots import HarborRobots
+from replication_operator.backends.policies import (
+    Execution,
+    FailedTask,
+    PolicyObservation,
+    PolicyRequest,
+)
+from replication_operator.backends.snapshot import Snapshot
+from replication_operator.errors import (
+    NotFoundError,
+    PermanentBackendError,
+    SpecError,
+    TransientBackendError,
+)
+from replication_operator.http import ServerConnection, ServerSettings
+
+STOP_WAIT = 20.0  # seconds a deletion waits for stopped executions before retrying later
+STOP_POLL = 0.5
+
+
+class HarborRegistries:
+    """The registries (endpoints) standing for remote DatabaseServers.
+
+    Shared by every policy that replicates with the same remote server. Harbor masks
+    registry secrets on read, so a credential cannot be compared: this process
+    remembers what it wrote and re-applies a credential it has not written itself
+    (once after a start, and whenever the DatabaseServer's Secret changes).
+    """
+
+    def __init__(self, conn: ServerConnection) -> None:
+        self.conn = conn
+        self._list = Snapshot(self._fetch)
+        self._applied: dict[int, str] = {}  # registry id → fingerprint of what we wrote
+        self._lock = asyncio.Lock()
+
+    async def _fetch(self) -> dict[str, dict[str, Any]]:
+        return {str(r.get("name")): r for r in await list_all(self.conn, "/registries")}
+
+    async def by_id(self, *, max_age: float) -> dict[int, dict[str, Any]]:
+        return {int(r["id"]): r for r in (await self._list.get(max_age)).values()}
+
+    @staticmethod
+    def _fingerprint(remote: ServerSettings) -> str:
+        return f"{remote.url}|{remote.auth_type}|{remote.credentials.fingerprint()}"
+
+    async def ensure(self, remote: ServerSettings, *, max_age: float) -> tuple[int, list[str]]:
+        """The registry's id, created or put back as needed; and what was done."""
+        body = docs.registry_body(remote)
+        name = body["name"]
+        async with self._lock:  # two policies must not both create the same registry
+            found = (await self._list.get(max_age)).get(name)
+            if found is None:
+                try:
+                    response = await self.conn.request("POST", f"{API}/registries", json=body)
+                    registry_id = id_from_location(response)
+                    self._applied[registry_id] = self._fingerprint(remote)
+                    return registry_id, [f"created registry {name}"]
+                finally:
+                    self._list.invalidate()
+            registry_id = int(found["id"])
+            diff = docs.registry_differences(body, found)
+            if self._applied.get(registry_id) != self._fingerprint(remote) and \
+                    "credential" not in diff:
+                diff.append("credential")
+            if not diff:
+                return registry_id, []
+            try:
+                await self.conn.request("PUT", f"{API}/registries/{registry_id}",
+                                        json=docs.registry_update(body))
+                self._applied[registry_id] = self._fingerprint(remote)
+            finally:
+                self._list.invalidate()
+            return registry_id, [f"updated registry {name} ({', '.join(diff)})"]
+
+    async def remove_unused(self, candidates: Iterable[int],
+                            policies: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Delete the operator's registries among `candidates` no policy refers to."""
+        used = {docs.registry_id(p.get(side)) for p in policies
+                for side in ("src_registry", "dest_registry")}
+        registries = await self.by_id(max_age=0)
+        removed = []
+        for registry_id in sorted(set(candidates) - used - {0}):
+            registry = registries.get(registry_id)
+            if registry is None or docs.owner_of(registry.get("description")) is None:
+                continue  # gone already, or not ours
+            # 412: Harbor still sees a policy using it (made meanwhile): keep it
+            response = await self.conn.request("DELETE", f"{API}/registries/{registry_id}",
+                                               allow=(404, 412))
+            if response.status_code < 300:
+                removed.append(str(registry.get("name")))
+            self._applied.pop(registry_id, None)
+        self._list.invalidate()
+        return removed
+
+
+class HarborBackend:
+    suspend_deletes = False
+
+    def __init__(self, conn: ServerConnection,
+                 connection_for: Callable[[ServerSettings], ServerConnection]) -> None:
+        self.conn = conn
+        self._policies = Snapshot(self._list_policies)
+        self._recent = Snapshot(self._list_recent_executions)
+        self.registries = HarborRegistries(conn)
+        self._robots = HarborRobots(conn)
+
+    async def probe(self) -> ServerInfo:
+        response = await self.conn.request("GET", f"{API}/systeminfo")
+        info = response.json()
+        if not isinstance(info, dict) or "harbor_version" not in info:
+            raise PermanentBackendError("the server at this URL does not answer like Harbor "
+                                        "(no harbor_version in /api/v2.0/systeminfo)",
+                                        code="WrongServerType")
+        await self.conn.request("GET", f"{API}/users/current")  # are the credentials good?
+        return ServerInfo("Harbor", str(info["harbor_version"]))
+
+    def replications(self) -> Any:
+        raise SpecError("spec.server: Harbor replicates through ReplicationPolicy resources, "
+                        "not Replication")
+
+    def tokens(self) -> HarborRobots:
+        return self._robots
+
+    def policies(self) -> HarborBackend:
+        return self
+
+    # --- observation -------------------------------------------------------------
+
+    async def _list_policies(self) -> dict[str, dict[str, Any]]:
+        return {str(p["id"]): p for p in await list_all(self.conn, "/replication/policies")}
+
+    async def _list_recent_executions(self) -> list[dict[str, Any]]:
+        response = await self.conn.request(
+            "GET", f"{API}/replication/executions",
+            params={"page": 1, "page_size": PAGE_SIZE, "sort": "-id"})
+        return list(response.json() or [])
+
+    async def _find(self, request: PolicyRequest, *, max_age: float
+                    ) -> dict[str, Any] | None:
+        policies = await self._policies.get(max_age)
+        if request.external_id and request.external_id in policies:
+            return policies[request.external_id]
+        if request.adopted:
+            raise NotFoundError(f"spec.externalName: no replication policy with id "
+                                f"{request.external_id} on the server", code="NotFound")
+        return next((p for p in policies.values() if p.get("name") == request.name), None)
+
+    def validate(self, request: PolicyRequest) -> None:
+        side = "target" if request.push else "source"
+        if request.remote.type != "harbor":
+            raise SpecError(f"spec.{side}.server: a Harbor policy replicates with another "
+                            f"Harbor; DatabaseServer {request.remote.key.split('/')[-1]!r} is "
+                            f"of type {request.remote.type}")
+        if request.remote.key == self.conn.settings.key:
+            raise SpecError(f"spec.{side}.server: source and target are the same Harbor")
+        docs.policy_body(request, name=request.name, registry_id=1)  # trigger, schedule
+        docs.registry_credential(request.remote)
+
+    async def observe_policy(self, request: PolicyRequest, *, max_age: float,
+                             follow: Collection[int] = ()) -> PolicyObservation:
+        policy = await self._find(request, max_age=max_age)
+        if policy is None:
+            return PolicyObservation.absent()
+        external_id = str(policy["id"])
+        registry_id, registry_actions = await self.registries.ensure(request.remote,
+                                                                     max_age=max_age)
+        desired = docs.policy_body(request, name=self._name(request, policy),
+                                   registry_id=registry_id)
+        differences = docs.policy_differences(desired, policy)
+        executions, gone = await self._executions(external_id, follow, max_age=max_age)
+        return PolicyObservation(
+            exists=True, external_id=external_id, name=str(policy.get("name", "")),
+            up_to_date=not differences, differences=differences,
+            owner=docs.owner_of(policy.get("description")), executions=executions,
+            gone=gone,
+            registries=[{"server": request.remote.key.split("/")[-1], "id": registry_id}],
+            registry_actions=registry_actions, handle={"policy": policy})
+
+    async def _executions(self, external_id: str, follow: Collection[int], *,
+                          max_age: float) -> tuple[list[Execution], set[int]]:
+        window = await self._recent.get(max_age)
+        mine = {int(e["id"]): docs.execution_from(e) for e in window
+                if str(e.get("policy_id")) == external_id}
+        # a full window may have pushed an older running execution out of sight
+        covered_from = min((int(e["id"]) for e in window), default=0) \
+            if len(window) >= PAGE_SIZE else 0
+        gone: set[int] = set()
+        for execution_id in set(follow) - set(mine):
+            if execution_id >= covered_from:
+                gone.add(execution_id)
+                continue
+            response = await self.conn.request(
+                "GET", f"{API}/replication/executions/{execution_id}", allow=(404,))
+            if response.status_code == 404:
+                gone.add(execution_id)
+            else:
+                mine[execution_id] = docs.execution_from(response.json())
+        return sorted(mine.values(), key=lambda e: e.id, reverse=True), gone
+
+    @staticmethod
+    def _name(request: PolicyRequest, policy: Mapping[str, Any] | None) -> str:
+        """An adopted policy keeps its name; the identity is its id."""
+        if request.adopted and policy is not None:
+            return str(policy.get("name") or request.name)
+        return request.name
+
+    # --- changes -----------------------------------------------------------------
+
+    async def create_policy(self, request: PolicyRequest) -> str:
+        registry_id, _ = await self.registries.ensure(request.remote, max_age=1.0)
+        body = docs.policy_body(request, name=request.name, registry_id=registry_id)
+        try:
+            response = await self.conn.request("POST", f"{API}/replication/policies",
+                                               json=body)
+        finally:
+            self._policies.invalidate()
+        return str(id_from_location(response))
+
+    async def update_policy(self, request: PolicyRequest, seen: PolicyObservation) -> None:
+        policy = seen.handle["policy"]
+        registry_id, _ = await self.registries.ensure(request.remote, max_age=1.0)
+        body = docs.policy_body(request, name=self._name(request, policy),
+                                registry_id=registry_id)
+        try:
+            await self.conn.request("PUT", f"{API}/replication/policies/{seen.external_id}",
+                                    json=body)
+        finally:
+            self._policies.invalidate()
+        before = {docs.registry_id(policy.get(s)) for s in ("src_registry", "dest_registry")}
+        if before - {registry_id, 0}:  # the policy moved to another remote server
+            await self.registries.remove_unused(
+                before, (await self._policies.get(0)).values())
+
+    async def delete_policy(self, name: str, external_id: str) -> list[str]:
+        """Stop running executions, wait for them (bounded), delete the policy and the
+        registries only it used; returns the registries removed."""
+        policies = await self._policies.get(0)
+        policy = policies.get(external_id) or next(
+            (p for p in policies.values() if p.get("name") == name), None)
+        if policy is None:
+            return []
+        external_id = str(policy["id"])
+        await self._stop_running(external_id)
+        response = await self.conn.request(
+            "DELETE", f"{API}/replication/policies/{external_id}", allow=(404, 412))
+        self._policies.invalidate()
+        if response.status_code == 412:
+            raise TransientBackendError(f"replication policy {external_id} still has running "
+                                        f"executions; deletion retries", code="Stopping")
+        registries = {docs.registry_id(policy.get(s)) for s in ("src_registry", "dest_registry")}
+        return await self.registries.remove_unused(
+            registries, (await self._policies.get(0)).values())
+
+    async def _running(self, external_id: str) -> list[dict[str, Any]]:
+        return await list_all(self.conn, "/replication/executions",
+                              {"policy_id": external_id, "status": "InProgress"})
+
+    async def _stop_running(self, external_id: str) -> None:
+        running = await self._running(external_id)
+        for execution in running:
+            await self.conn.request("PUT", f"{API}/replication/executions/{execution['id']}",
+                                    allow=(404,))
+        deadline = time.monotonic() + STOP_WAIT
+        while running and time.monotonic() < deadline:
+            await asyncio.sleep(STOP_POLL)  # the server stops tasks asynchronously
+            running = await self._running(external_id)
+        self._recent.invalidate()
+
+    async def run_policy(self, external_id: str) -> int:
+        try:
+            response = await self.conn.request("POST", f"{API}/replication/executions",
+                                               json={"policy_id": int(external_id)})
+        finally:
+            self._recent.invalidate()
+        return id_from_location(response)
+
+    async def failed_tasks(self, execution_id: int, limit: int) -> list[FailedTask]:
+        path = f"{API}/replication/executions/{execution_id}/tasks"
+        response = await self.conn.request("GET", path, params={
+            "status": "Failed", "page": 1, "page_size": max(1, limit)})
+        tasks = [t for t in response.json() or [] if t.get("status") == "Failed"][:limit]
+        out = []
+        for task in tasks:
+            log = await self.conn.request("GET", f"{path}/{task['id']}/log", allow=(404,))
+            message = docs.error_line(log.text) if log.status_code == 200 else ""
+            out.append(FailedTask(str(task.get("src_resource") or ""),
+                                  str(task.get("dst_resource") or ""), message))
+        return out

@@ -1,0 +1,218 @@
+"""ReplicationPolicy: keep one policy on a server in line with the resource, run it on
+request, and report its executions."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from replication_operator import GROUP, VERSION, events
+from replication_operator.backends.policies import (
+    FAILED,
+    STOPPED,
+    FailedTask,
+    PolicyDriver,
+    PolicyFilter,
+    PolicyObservation,
+    PolicyRequest,
+)
+from replication_operator.config import RUN_REQUESTED, SKIP_CLEANUP
+from replication_operator.context import OperatorContext
+from replication_operator.errors import BackendError, SpecError, TransientBackendError
+from replication_operator.handlers.cleanup import report_blocked
+from replication_operator.metrics import RECONCILE_SECONDS, RECONCILES
+from replication_operator.reconcile.policy import (
+    RunVerb,
+    finished_message,
+    merge_history,
+    newly_finished,
+    next_run_time,
+    policy_status,
+    previous_history,
+    run_decision,
+)
+from replication_operator.reconcile.replication import Verb, plan
+from replication_operator.servers import ServerEntry
+from replication_operator.status import changed_fields, now_iso
+
+PLURAL = "replicationpolicies"
+KIND = "ReplicationPolicy"
+FAILED_TASKS_SHOWN = 3
+
+
+def policy_name(namespace: str, name: str) -> str:
+    """Deterministic, so a restart in the middle of a create never makes a duplicate."""
+    return f"{namespace}.{name}"
+
+
+def holder_of(spec: Mapping[str, Any]) -> str:
+    """The server holding the policy: spec.server, by default the source (push)."""
+    holder = str(spec.get("server") or spec["source"]["server"])
+    if holder not in (spec["source"]["server"], spec["target"]["server"]):
+        raise SpecError("spec.server must name spec.source.server (push) or "
+                        "spec.target.server (pull)")
+    return holder
+
+
+def driver_of(entry: ServerEntry) -> PolicyDriver:
+    policies = getattr(entry.backend, "policies", None)
+    if policies is None:
+        raise SpecError(f"spec.server: ReplicationPolicy on {entry.settings.type} servers is "
+                        f"not available in this version (Harbor only)")
+    driver: PolicyDriver = policies()
+    return driver
+
+
+async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping[str, Any],
+                  previous: Mapping[str, Any]) -> tuple[PolicyDriver, PolicyRequest]:
+    holder = holder_of(spec)
+    push = holder == spec["source"]["server"]
+    remote = spec["target"]["server"] if push else spec["source"]["server"]
+    driver = driver_of(await ctx.servers.get(namespace, holder))
+    target, trigger = spec["target"], spec.get("trigger") or {}
+    request = PolicyRequest(
+        key=f"{namespace}/{name}", name=policy_name(namespace, name),
+        external_id=str(spec.get("externalName") or previous.get("externalName") or ""),
+        adopted=bool(spec.get("externalName")),
+        remote=(await ctx.servers.get(namespace, remote)).settings, push=push,
+        patterns=tuple(spec["source"]["databases"]),
+        dest_namespace=str(target.get("namespace") or ""),
+        dest_namespace_replace_count=int(target.get("namespaceReplaceCount", -1)),
+        trigger=str(trigger.get("type") or "manual"),
+        schedule=str(trigger.get("schedule") or ""),
+        filters=tuple(PolicyFilter(str(f["type"]), str(f["value"]),
+                                   str(f.get("decoration") or ""))
+                      for f in spec.get("filters") or []),
+        replicate_deletion=bool(spec.get("replicateDeletion", False)),
+        override=bool(spec.get("override", True)), enabled=bool(spec.get("enabled", True)),
+        speed=int(spec.get("speed", -1)), copy_by_chunk=bool(spec.get("copyByChunk", False)))
+    driver.validate(request)
+    return driver, request
+
+
+def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    config = ctx.config
+
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, *, max_age: float
+                        ) -> BackendError | None:
+        ns, name = body.metadata.namespace or "", body.metadata.name or ""
+        spec, previous = body.spec, dict(body.get("status") or {})
+        generation = body.meta.get("generation")
+        known = previous_history(previous)
+        follow = [e.id for e in known if e.running]
+        seen: PolicyObservation | None = None
+        error: BackendError | None = None
+        next_run: str | None = None
+        failed_tasks: list[FailedTask] | None = None
+        fields: dict[str, Any] = {}
+        started = time.monotonic()
+        async with ctx.lock(body.metadata.uid or f"{ns}/{name}"):
+            try:
+                driver, request = await resolve(ctx, ns, name, spec, previous)
+                seen = await driver.observe_policy(request, max_age=max_age, follow=follow)
+                for message in seen.registry_actions:
+                    events.normal(body, "RegistryUpdated", message)
+                action = plan(key=request.key, external_name=request.name, seen=seen,
+                              suspend=False, suspend_deletes=False, adopted=request.adopted,
+                              spec_changed=previous.get("observedGeneration") != generation,
+                              created_before=bool(previous.get("externalName")),
+                              noun="policy", owner_kind=KIND)
+                if action.verb is Verb.CREATE:
+                    request = dataclasses.replace(
+                        request, external_id=await driver.create_policy(request))
+                elif action.verb is Verb.UPDATE:
+                    await driver.update_policy(request, seen)
+                if action.verb is not Verb.NOTHING:
+                    emit = events.warning if action.reason == "DriftCorrected" else events.normal
+                    emit(body, action.reason, action.message)
+                    seen = await driver.observe_policy(request, max_age=0, follow=follow)
+                requested = body.metadata.annotations.get(RUN_REQUESTED)
+                decision = run_decision(requested=requested,
+                                        honoured=previous.get("lastRunRequest"),
+                                        enabled=request.enabled)
+                if decision.verb is RunVerb.START:
+                    execution_id = await driver.run_policy(seen.external_id)
+                    events.normal(body, "RunStarted", f"started execution {execution_id} "
+                                                      f"({RUN_REQUESTED}={requested})")
+                    seen = await driver.observe_policy(
+                        dataclasses.replace(request, external_id=seen.external_id),
+                        max_age=0, follow=follow)
+                elif decision.verb is RunVerb.SKIP:
+                    events.warning(body, "RunSkipped", decision.message)
+                if decision.verb is not RunVerb.NOTHING:
+                    fields["lastRunRequest"] = requested
+                for execution in newly_finished(known, seen.executions):
+                    emit = events.normal if execution.status != FAILED else events.warning
+                    reason = {FAILED: "ExecutionFailed", STOPPED: "ExecutionStopped"}.get(
+                        execution.status, "ExecutionSucceeded")
+                    emit(body, reason, finished_message(execution))
+                history = merge_history(known, seen.executions, seen.gone)
+                last_before = previous.get("lastExecution") or {}
+                if history and history[0].status == FAILED and not (
+                        last_before.get("id") == history[0].id and
+                        last_before.get("failedTasks")):
+                    failed_tasks = await driver.failed_tasks(history[0].id, FAILED_TASKS_SHOWN)
+                next_run = next_run_time(trigger=spec.get("trigger") or {},
+                                         enabled=request.enabled, now=datetime.now(UTC))
+            except BackendError as exc:
+                error = exc
+                history = merge_history(known, [], ())
+        status = policy_status(previous=previous, generation=generation, seen=seen,
+                               history=history, history_limit=int(spec.get("historyLimit", 10)),
+                               error=error, next_run=next_run, failed_tasks=failed_tasks,
+                               fields=fields, now=now_iso())
+        for key, value in changed_fields(previous, status).items():
+            patch.status[key] = value
+        if error is not None and (previous.get("lastError") or {}).get("message") \
+                != error.message:
+            events.warning(body, reason=error.code, message=error.message)
+        RECONCILES.labels(KIND, "error" if error else "ok").inc()
+        RECONCILE_SECONDS.labels(KIND).observe(time.monotonic() - started)
+        ctx.tally.set(KIND, f"{ns}/{name}", "Error" if error else "Ready", error is None)
+        return error
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)  # spec and run-requested
+    async def changed(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
+        error = await reconcile(body, patch, max_age=1.0)
+        if isinstance(error, TransientBackendError):
+            delay = max(config.backoff(retry), error.retry_after or 0)
+            raise kopf.TemporaryError(error.message, delay=delay)
+
+    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=config.resync_interval,
+                initial_delay=config.resync_interval)
+    async def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        if not body.metadata.get("deletionTimestamp"):
+            await reconcile(body, patch, max_age=config.resync_interval)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
+                      **_: Any) -> None:
+        ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
+        ext = str((body.get("status") or {}).get("externalName") or
+                  spec.get("externalName") or "")
+        what = f"policy {ext or policy_name(ns, name)}"
+        ctx.tally.drop(KIND, f"{ns}/{name}")
+        ctx.release(body.metadata.uid or "")
+        if spec.get("deletionPolicy") == "Orphan":
+            events.normal(body, reason="Orphaned", message=f"left {what} on the server")
+            return
+        if body.metadata.annotations.get(SKIP_CLEANUP) == "true":
+            events.warning(body, reason="CleanupSkipped",
+                           message=f"{SKIP_CLEANUP}=true: {what} was not removed")
+            return
+        try:
+            entry = await ctx.servers.get(ns, holder_of(spec))
+            removed = await driver_of(entry).delete_policy(policy_name(ns, name), ext)
+        except BackendError as exc:
+            report_blocked(patch, waited=runtime.total_seconds(), grace=config.cleanup_grace,
+                           what=what, reason=exc.message)
+            raise kopf.TemporaryError(exc.message, delay=config.backoff(retry)) from None
+        events.normal(body, reason="Deleted", message=f"removed {what} from the server" + (
+            f" and registries {', '.join(removed)}" if removed else ""))
