@@ -29,6 +29,7 @@ lint: $(PY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	MYPYPATH=dev $(VENV)/bin/mypy --strict dev/harness.py tests/conftest.py
+	$(VENV)/bin/mypy --strict --ignore-missing-imports tests/harbor_sim
 
 unit: $(PY)
 	$(VENV)/bin/pytest -q tests/unit

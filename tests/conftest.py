@@ -22,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -29,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "dev"))
 
 import harness  # noqa: E402
+
+if TYPE_CHECKING:  # imported in the Harbor fixtures' bodies at run time (lazy start)
+    from harbor_sim import HarborSimulator
 
 REUSE_DEV = os.environ.get("REPLICATION_OPERATOR_REUSE_DEV", "") not in ("", "0", "false")
 
@@ -173,3 +177,24 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 def pytest_report_header(config: pytest.Config) -> str:
     return f"local parts: cache {harness.CACHE}" + (
         "; reusing a healthy dev/up stack if there is one" if REUSE_DEV else "")
+
+
+@pytest.fixture(scope="session")
+def harbor_a() -> Iterator[HarborSimulator]:
+    """A simulated Harbor (tests/harbor_sim) on loopback, admin with a random password;
+    started on first use, stopped at the end of the session."""
+    from harbor_sim import HarborSimulator
+
+    sim = HarborSimulator(username="admin", password=secrets.token_urlsafe(16)).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def harbor_b() -> Iterator[HarborSimulator]:
+    """A second, independent simulated Harbor (a replication peer for harbor_a)."""
+    from harbor_sim import HarborSimulator
+
+    sim = HarborSimulator(username="admin", password=secrets.token_urlsafe(16)).start()
+    yield sim
+    sim.stop()
