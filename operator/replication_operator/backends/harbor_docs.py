@@ -215,7 +215,9 @@ def registry_update(body: Mapping[str, Any]) -> dict[str, Any]:
 def registry_differences(desired: Mapping[str, Any], observed: Mapping[str, Any]
                          ) -> list[str]:
     """What differs besides the secret (Harbor masks it on read)."""
-    diff = [k for k in ("url", "insecure", "type") if desired.get(k) != observed.get(k)]
+    diff = [k for k in ("url", "type") if desired.get(k) != observed.get(k)]
+    if bool(desired.get("insecure")) != bool(observed.get("insecure")):  # false is omitted
+        diff.append("insecure")
     want = desired.get("credential") or {}
     have = observed.get("credential") or {}
     if want.get("access_key", "") != (have.get("access_key") or "") or \

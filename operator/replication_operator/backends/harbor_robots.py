@@ -93,8 +93,11 @@ class HarborRobots:
         self.conn = conn
 
     async def _find(self, external_name: str) -> dict[str, Any] | None:
-        # fuzzy: Harbor matches q on the stored name, which lacks the prefix
-        items = await list_all(self.conn, "/robots", {"q": f"name=~{external_name}"})
+        # Level=system lists robots of every level (without a Level key Harbor adds
+        # ProjectID=0: system robots only); fuzzy, because Harbor matches q on the
+        # stored name, which lacks the prefix and has "<project>+" for project robots
+        items = await list_all(self.conn, "/robots",
+                               {"q": f"Level=system,name=~{external_name}"})
         return next((r for r in items if is_robot_for(str(r.get("name", "")), external_name)),
                     None)
 
