@@ -163,7 +163,7 @@ async def test_deletion_stops_a_running_execution(
 async def test_adoption_of_a_missing_id_is_refused(backend: HarborBackend,
                                                    harbor_b: Any) -> None:
     req = request(harbor_b, "ghost", external_id="987654", adopted=True)
-    with pytest.raises(NotFoundError, match="spec.externalName"):
+    with pytest.raises(NotFoundError, match=r"spec\.externalName"):
         await backend.observe_policy(req, max_age=0)
 
 

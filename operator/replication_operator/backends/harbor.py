@@ -49,7 +49,7 @@ class HarborRegistries:
 
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
-        self._list = Snapshot(self._fetch)
+        self.snapshot = Snapshot(self._fetch)
         self._applied: dict[int, str] = {}  # registry id → fingerprint of what we wrote
         self._lock = asyncio.Lock()
 
@@ -57,7 +57,7 @@ class HarborRegistries:
         return {str(r.get("name")): r for r in await list_all(self.conn, "/registries")}
 
     async def by_id(self, *, max_age: float) -> dict[int, dict[str, Any]]:
-        return {int(r["id"]): r for r in (await self._list.get(max_age)).values()}
+        return {int(r["id"]): r for r in (await self.snapshot.get(max_age)).values()}
 
     @staticmethod
     def _fingerprint(remote: ServerSettings) -> str:
@@ -68,7 +68,7 @@ class HarborRegistries:
         body = docs.registry_body(remote)
         name = body["name"]
         async with self._lock:  # two policies must not both create the same registry
-            found = (await self._list.get(max_age)).get(name)
+            found = (await self.snapshot.get(max_age)).get(name)
             if found is None:
                 try:
                     response = await self.conn.request("POST", f"{API}/registries", json=body)
@@ -76,7 +76,7 @@ class HarborRegistries:
                     self._applied[registry_id] = self._fingerprint(remote)
                     return registry_id, [f"created registry {name}"]
                 finally:
-                    self._list.invalidate()
+                    self.snapshot.invalidate()
             registry_id = int(found["id"])
             diff = docs.registry_differences(body, found)
             if self._applied.get(registry_id) != self._fingerprint(remote) and \
@@ -89,7 +89,7 @@ class HarborRegistries:
                                         json=docs.registry_update(body))
                 self._applied[registry_id] = self._fingerprint(remote)
             finally:
-                self._list.invalidate()
+                self.snapshot.invalidate()
             return registry_id, [f"updated registry {name} ({', '.join(diff)})"]
 
     async def remove_unused(self, candidates: Iterable[int],
@@ -109,7 +109,7 @@ class HarborRegistries:
             if response.status_code < 300:
                 removed.append(str(registry.get("name")))
             self._applied.pop(registry_id, None)
-        self._list.invalidate()
+        self.snapshot.invalidate()
         return removed
 
 
@@ -133,6 +133,11 @@ class HarborBackend:
                                         code="WrongServerType")
         await self.conn.request("GET", f"{API}/users/current")  # are the credentials good?
         return ServerInfo("Harbor", str(info["harbor_version"]))
+
+    def invalidate(self) -> None:
+        """Forget every stored list: the next observation reads the server again."""
+        for snapshot in (self._policies, self._recent, self.registries.snapshot):
+            snapshot.invalidate()
 
     def replications(self) -> Any:
         raise SpecError("spec.server: Harbor replicates through ReplicationPolicy resources, "
