@@ -1,12 +1,18 @@
-"""What deletion handlers share: a server that stays down must not wedge deletion
-silently. After the grace period the resource says so, and names the annotation that
-lets it go without cleanup."""
+"""Deletion, the same for every kind: `deletionPolicy: Orphan` leaves the thing on the
+server, the annotation `skip-cleanup` lets the resource go without cleanup, otherwise
+the thing is removed. A server that stays down must not wedge deletion silently: after
+`--cleanup-grace` the resource says so and names the annotation that lets it go."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from replication_operator.config import SKIP_CLEANUP
+import kopf
+
+from replication_operator import events
+from replication_operator.config import SKIP_CLEANUP, OperatorConfig
+from replication_operator.errors import BackendError
 from replication_operator.status import now_iso
 
 
@@ -20,3 +26,24 @@ def report_blocked(patch: Any, *, waited: float, grace: float, what: str, reason
         "message": f"cannot remove {what} for {int(waited)}s: {reason}; annotate "
                    f"{SKIP_CLEANUP}=true to delete without cleanup",
         "lastTransitionTime": now_iso()}]
+
+
+async def clean_up(body: kopf.Body, patch: kopf.Patch, *, retry: int, runtime: Any,
+                   config: OperatorConfig, what: str,
+                   remove: Callable[[], Awaitable[str]]) -> None:
+    """Orphan, skip, or `remove()` what the resource made (`what`, e.g. "job ns.x"),
+    with an Event for each; `remove` returns extra words for the Deleted Event."""
+    if body.spec.get("deletionPolicy") == "Orphan":
+        events.normal(body, reason="Orphaned", message=f"left {what} on the server")
+        return
+    if body.metadata.annotations.get(SKIP_CLEANUP) == "true":
+        events.warning(body, reason="CleanupSkipped",
+                       message=f"{SKIP_CLEANUP}=true: {what} was not removed from the server")
+        return
+    try:
+        detail = await remove()
+    except BackendError as exc:
+        report_blocked(patch, waited=runtime.total_seconds(), grace=config.cleanup_grace,
+                       what=what, reason=exc.message)
+        raise kopf.TemporaryError(exc.message, delay=config.backoff(retry)) from None
+    events.normal(body, reason="Deleted", message=f"removed {what} from the server{detail}")

@@ -21,12 +21,13 @@ from replication_operator.backends.policies import (
     PolicyObservation,
     PolicyRequest,
 )
-from replication_operator.config import RUN_REQUESTED, SKIP_CLEANUP
+from replication_operator.config import RUN_REQUESTED
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
-from replication_operator.handlers.cleanup import report_blocked
+from replication_operator.handlers.cleanup import clean_up
 from replication_operator.metrics import RECONCILE_SECONDS, RECONCILES
 from replication_operator.reconcile.policy import (
+    RunDecision,
     RunVerb,
     finished_message,
     merge_history,
@@ -135,6 +136,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 decision = run_decision(requested=requested,
                                         honoured=previous.get("lastRunRequest"),
                                         enabled=request.enabled)
+                if not seen.exists:  # not visible on the server yet: the request waits
+                    decision = RunDecision(RunVerb.NOTHING)
                 if decision.verb is RunVerb.START:
                     execution_id = await driver.run_policy(seen.external_id)
                     events.normal(body, "RunStarted", f"started execution {execution_id} "
@@ -200,19 +203,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         what = f"policy {ext or policy_name(ns, name)}"
         ctx.tally.drop(KIND, f"{ns}/{name}")
         ctx.release(body.metadata.uid or "")
-        if spec.get("deletionPolicy") == "Orphan":
-            events.normal(body, reason="Orphaned", message=f"left {what} on the server")
-            return
-        if body.metadata.annotations.get(SKIP_CLEANUP) == "true":
-            events.warning(body, reason="CleanupSkipped",
-                           message=f"{SKIP_CLEANUP}=true: {what} was not removed")
-            return
-        try:
+
+        async def remove() -> str:
             entry = await ctx.servers.get(ns, holder_of(spec))
             removed = await driver_of(entry).delete_policy(policy_name(ns, name), ext)
-        except BackendError as exc:
-            report_blocked(patch, waited=runtime.total_seconds(), grace=config.cleanup_grace,
-                           what=what, reason=exc.message)
-            raise kopf.TemporaryError(exc.message, delay=config.backoff(retry)) from None
-        events.normal(body, reason="Deleted", message=f"removed {what} from the server" + (
-            f" and registries {', '.join(removed)}" if removed else ""))
+            return f" and registries {', '.join(removed)}" if removed else ""
+
+        await clean_up(body, patch, retry=retry, runtime=runtime, config=config, what=what,
+                       remove=remove)

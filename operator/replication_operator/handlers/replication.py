@@ -15,11 +15,10 @@ from replication_operator.backends.base import (
     ReplicationDriver,
     ReplicationRequest,
 )
-from replication_operator.config import SKIP_CLEANUP
 from replication_operator.context import OperatorContext
 from replication_operator.credentials import Credentials
 from replication_operator.errors import BackendError, MissingReferenceError, TransientBackendError
-from replication_operator.handlers.cleanup import report_blocked
+from replication_operator.handlers.cleanup import clean_up
 from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
 from replication_operator.reconcile.replication import (
     Verb,
@@ -203,18 +202,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                   external_name(ns, name, spec))
         ctx.tally.drop(KIND, f"{ns}/{name}")
         ctx.release(body.metadata.uid or "")
-        if spec.get("deletionPolicy") == "Orphan":
-            events.normal(body, reason="Orphaned", message=f"left job {ext} on the server")
-            return
-        if body.metadata.annotations.get(SKIP_CLEANUP) == "true":
-            events.warning(body, reason="CleanupSkipped",
-                      message=f"{SKIP_CLEANUP}=true: job {ext} was not removed from the server")
-            return
-        try:
+
+        async def remove() -> str:
             resolved = await resolve(ctx, ns, name, spec)
             await resolved.driver.delete(ext, None)
-        except BackendError as exc:
-            report_blocked(patch, waited=runtime.total_seconds(), grace=config.cleanup_grace,
-                           what=f"job {ext}", reason=exc.message)
-            raise kopf.TemporaryError(exc.message, delay=config.backoff(retry)) from None
-        events.normal(body, reason="Deleted", message=f"removed job {ext} from the server")
+            return ""
+
+        await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
+                       what=f"job {ext}", remove=remove)

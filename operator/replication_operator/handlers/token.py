@@ -12,9 +12,10 @@ import kopf
 
 from replication_operator import GROUP, VERSION, events, kube
 from replication_operator.backends.tokens import IssuedCredential, TokenDriver, TokenRequest
-from replication_operator.config import ROTATE_REQUESTED, SKIP_CLEANUP
+from replication_operator.config import ROTATE_REQUESTED
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
+from replication_operator.handlers.cleanup import clean_up
 from replication_operator.metrics import TOKEN_EXPIRY
 from replication_operator.reconcile.token import TokenVerb, plan_token, rotation_due, token_status
 from replication_operator.status import changed_fields, now_iso
@@ -164,19 +165,19 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             await reconcile(body, patch)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    async def deleted(body: kopf.Body, retry: int, **_: Any) -> None:
+    async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
+                      **_: Any) -> None:
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         request = token_request(ns, name, spec, body.get("status") or {})
         ctx.tally.drop(KIND, f"{ns}/{name}")
         with contextlib.suppress(KeyError):
             TOKEN_EXPIRY.remove(ns, name)
-        skip = body.metadata.annotations.get(SKIP_CLEANUP) == "true"
-        if spec.get("deletionPolicy") != "Orphan" and not skip:
-            try:
-                driver = await driver_for(ctx, ns, spec["server"])
-                await driver.delete_token(request.external_name)
-            except BackendError as exc:
-                raise kopf.TemporaryError(exc.message, delay=config.backoff(retry)) from None
-            events.normal(body, reason="Deleted", message=f"removed {request.external_name}")
-        await kube.delete_secret(ns, secret_name(name, spec))
 
+        async def remove() -> str:
+            driver = await driver_for(ctx, ns, spec["server"])
+            await driver.delete_token(request.external_name)
+            return ""
+
+        await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
+                       what=f"credential {request.external_name}", remove=remove)
+        await kube.delete_secret(ns, secret_name(name, spec))
