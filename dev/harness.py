@@ -10,7 +10,8 @@ fixtures in `tests/conftest.py`:
   never leaves half a cache, and a lock keeps two builds from racing.
 - `Stack` starts etcd, kube-apiserver (RBAC, service-account keys, client-certificate
   admin), kube-controller-manager (namespace deletion, garbage collection), two
-  pouchdb-servers and two ReductStores on 127.0.0.1 and free ports, with data and logs
+  pouchdb-servers, two ReductStores and two Harbor API simulators (tests/harbor_sim;
+  they need the project's .venv) on 127.0.0.1 and free ports, with data and logs
   under one temp dir, and waits (polling, with a deadline) for each health check.
   Every part has start()/stop()/restart(); a restarted part keeps its port and data.
 
@@ -692,6 +693,41 @@ class ReductStore(Part):
         return bool(info.get("version"))
 
 
+@dataclass
+class HarborSim(Part):
+    """The Harbor API simulator (tests/harbor_sim): no Harbor can run here. It needs the
+    project's virtualenv (starlette, uvicorn), which `make demo` creates first."""
+
+    username: str = "admin"
+    password: str = field(default_factory=lambda: secrets.token_hex(12))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        return {"PYTHONPATH": str(ROOT), "HARBOR_SIM_PASSWORD": self.password}
+
+    def command(self) -> list[str]:
+        venv_python = ROOT / ".venv" / "bin" / "python"
+        python = str(venv_python) if venv_python.exists() else sys.executable
+        return [python, "-m", "tests.harbor_sim", "--host", "127.0.0.1", "--port",
+                str(self.port), "--user", self.username]
+
+    def _owns(self, pid: int) -> bool:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+        return "tests.harbor_sim" in cmdline
+
+    def healthy(self) -> bool:
+        info = http_json(f"{self.url}/api/v2.0/systeminfo")
+        http_json(f"{self.url}/api/v2.0/users/current",
+                  {"Authorization": basic_auth(self.username, self.password)})
+        return bool(info.get("harbor_version"))
+
+
 class Stack:
     """Every part, in one temp dir; parts start on demand, in dependency order."""
 
@@ -708,10 +744,12 @@ class Stack:
         self.couch_b = PouchDB("couch-b", self.workdir, password=password)
         self.reduct_a = ReductStore("reduct-a", self.workdir, token=token)
         self.reduct_b = ReductStore("reduct-b", self.workdir, token=token)
+        self.harbor_a = HarborSim("harbor-a", self.workdir, password=password)
+        self.harbor_b = HarborSim("harbor-b", self.workdir, password=password)
 
     def parts(self) -> list[Part]:
         return [self.etcd, self.apiserver, self.controller_manager, self.couch_a,
-                self.couch_b, self.reduct_a, self.reduct_b]
+                self.couch_b, self.reduct_a, self.reduct_b, self.harbor_a, self.harbor_b]
 
     def start_part(self, part: Part, out: TextIO | None = None) -> None:
         """Start `part` (and what it depends on) unless it already runs."""
@@ -761,6 +799,8 @@ class Stack:
             "COUCHDB_USER": self.couch_a.username, "COUCHDB_PASSWORD": self.couch_a.password,
             "REDUCTSTORE_A_URL": self.reduct_a.url, "REDUCTSTORE_B_URL": self.reduct_b.url,
             "REDUCTSTORE_TOKEN": self.reduct_a.token,
+            "HARBOR_A_URL": self.harbor_a.url, "HARBOR_B_URL": self.harbor_b.url,
+            "HARBOR_USER": self.harbor_a.username, "HARBOR_PASSWORD": self.harbor_a.password,
         }
 
     # -- persistence for dev/up and dev/down ------------------------------------

@@ -80,6 +80,18 @@ INVALID = [
      "spec.trigger.schedule"),
     ("policy-filter-type", policy(filters=[{"type": "size", "value": "1"}]),
      "spec.filters[0].type"),
+    ("policy-filter-name", policy(filters=[{"type": "name", "value": "library/*"}]),
+     "spec.filters[0].type"),
+    ("policy-filter-twice", policy(filters=[{"type": "tag", "value": "v*"},
+                                            {"type": "tag", "value": "latest"}]),
+     "spec.filters may name each filter type only once"),
+    ("policy-resource-value", policy(filters=[{"type": "resource", "value": "chart"}]),
+     "must be image or artifact"),
+    ("policy-decoration-on-resource", policy(filters=[
+        {"type": "resource", "value": "image", "decoration": "excludes"}]),
+     "decoration is only allowed on tag and label"),
+    ("policy-bad-macro", policy(trigger={"type": "scheduled", "schedule": "@fortnightly"}),
+     "spec.trigger.schedule"),
     ("policy-no-databases", policy(source={"server": "h", "databases": []}),
      "spec.source.databases"),
     ("policy-history-max", policy(historyLimit=1000), "spec.historyLimit"),
@@ -153,7 +165,9 @@ def test_examples_are_accepted_by_the_api_server(cluster: Any, crds: None, names
     env = {"COUCHDB_USER": "admin", "COUCHDB_PASSWORD": "example", "COUCHDB_A_URL":
            "http://couch-a:5984", "COUCHDB_B_URL": "http://couch-b:5984", "REDUCTSTORE_TOKEN":
            "example", "REDUCTSTORE_A_URL": "http://reduct-a:8383", "REDUCTSTORE_B_URL":
-           "http://reduct-b:8383"}
+           "http://reduct-b:8383", "HARBOR_USER": "admin", "HARBOR_PASSWORD": "example",
+           "HARBOR_A_URL": "https://harbor-a.example.net",
+           "HARBOR_B_URL": "https://harbor-b.example.net"}
     files = sorted((ROOT / "examples").glob("*/*.yaml"))
     assert files
     for path in files:
