@@ -160,6 +160,17 @@ async def test_deletion_stops_a_running_execution(
         order.index(f"DELETE {API}/replication/policies/{policy_id}")
 
 
+async def test_a_repeated_create_finds_its_own_policy(
+        backend: HarborBackend, harbor_b: Any, unique_name: Callable[[str], str]) -> None:
+    req = request(harbor_b, unique_name("twice"))
+    first = await backend.create_policy(req)
+    assert await backend.create_policy(req) == first, "a lost answer must not fail"
+    stranger = dataclasses.replace(req, key="it/someone-else")
+    with pytest.raises(PermanentBackendError, match=r"spec\.externalName"):
+        await backend.create_policy(stranger)
+    await backend.delete_policy(req.name, first)
+
+
 async def test_adoption_of_a_missing_id_is_refused(backend: HarborBackend,
                                                    harbor_b: Any) -> None:
     req = request(harbor_b, "ghost", external_id="987654", adopted=True)

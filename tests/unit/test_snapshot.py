@@ -66,3 +66,34 @@ async def test_a_failed_fetch_is_not_cached() -> None:
     with pytest.raises(RuntimeError):
         await snap.get(max_age=10)
     assert await snap.get(max_age=10) == 7
+
+
+async def test_a_write_during_a_fetch_is_not_hidden_by_it() -> None:
+    """A list call that began before a write must not answer for after the write: the
+    operator would miss what it just created and create it again (409)."""
+    server = {"items": 0}
+    gates: list[asyncio.Event] = []
+
+    async def fetch() -> int:
+        seen = server["items"]  # the server answers with its state when asked
+        gate = asyncio.Event()
+        gates.append(gate)
+        await gate.wait()
+        return seen
+
+    snap = Snapshot(fetch)
+    before = asyncio.ensure_future(snap.get(max_age=10))
+    while not gates:  # until the first list call is on the wire
+        await asyncio.sleep(0)
+    server["items"] = 1  # a write lands while that list call is in flight...
+    snap.invalidate()  # ...and the writer says so
+    after = asyncio.ensure_future(snap.get(max_age=10))
+    for _ in range(100):  # a second call: the first cannot answer for after the write
+        if len(gates) == 2:
+            break
+        await asyncio.sleep(0)
+    for gate in gates:
+        gate.set()
+    assert await before == 0
+    assert await after == 1, "an asker after the write got the list from before it"
+    assert await snap.get(max_age=10) == 1, "the older answer was stored as fresh"

@@ -27,6 +27,7 @@ from replication_operator.backends.policies import (
 )
 from replication_operator.backends.snapshot import Snapshot
 from replication_operator.errors import (
+    ConflictError,
     NotFoundError,
     PermanentBackendError,
     SpecError,
@@ -237,6 +238,18 @@ class HarborBackend:
         try:
             response = await self.conn.request("POST", f"{API}/replication/policies",
                                                json=body)
+        except ConflictError:
+            # the name is taken: by this very resource (a create whose answer was lost)
+            # it is ours to use; by anything else it is not ours to take
+            policies = (await self._policies.get(0)).values()
+            existing = next((p for p in policies if p.get("name") == request.name), None)
+            if existing is not None and docs.owner_of(existing.get("description")) \
+                    == request.key:
+                return str(existing["id"])
+            raise ConflictError(f"a replication policy named {request.name} exists on the "
+                                f"server and was not made for {request.key}; set "
+                                f"spec.externalName to its id to adopt it",
+                                code="Conflict", status=409) from None
         finally:
             self._policies.invalidate()
         return str(id_from_location(response))

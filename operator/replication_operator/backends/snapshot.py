@@ -24,26 +24,34 @@ class Snapshot(Generic[T]):
         self._value: T | None = None
         self._taken_at = float("-inf")
         self._inflight: asyncio.Future[T] | None = None
+        # Bumped by every invalidate(): a fetch that began before a write may not show
+        # it, so it is neither joined nor stored by anyone asking after the write.
+        self._generation = 0
+        self._inflight_generation = -1
         self.fetches = 0
 
     def invalidate(self) -> None:
         """Forget the stored answer (after a write that changed the server)."""
         self._taken_at = float("-inf")
+        self._generation += 1
 
     async def get(self, max_age: float) -> T:
         if self._value is not None and self._clock() - self._taken_at <= max_age:
             return self._value
-        if self._inflight is None:
-            self._inflight = asyncio.ensure_future(self._refresh())
+        if self._inflight is None or self._inflight_generation != self._generation:
+            self._inflight_generation = self._generation
+            self._inflight = asyncio.ensure_future(self._refresh(self._generation))
         # shield: one waiter being cancelled must not cancel the shared fetch
         return await asyncio.shield(self._inflight)
 
-    async def _refresh(self) -> T:
+    async def _refresh(self, generation: int) -> T:
         started = self._clock()
         try:
             value = await self._fetch()
             self.fetches += 1
-            self._value, self._taken_at = value, started
+            if generation == self._generation:  # nothing written since it began
+                self._value, self._taken_at = value, started
             return value
         finally:
-            self._inflight = None
+            if self._inflight_generation == generation:
+                self._inflight = None
