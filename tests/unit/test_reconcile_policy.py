@@ -20,6 +20,7 @@ from replication_operator.errors import SpecError, TransientBackendError
 from replication_operator.reconcile.policy import (
     RunVerb,
     merge_history,
+    needs_failed_tasks,
     newly_finished,
     next_run_time,
     policy_status,
@@ -39,6 +40,8 @@ def test_run_once_per_new_value() -> None:
     assert run_decision(requested="1", honoured=None, enabled=True).verb is RunVerb.START
     assert run_decision(requested="1", honoured="1", enabled=True).verb is RunVerb.NOTHING
     assert run_decision(requested="2", honoured="1", enabled=True).verb is RunVerb.START
+    waiting = run_decision(requested="2", honoured="1", enabled=True, exists=False)
+    assert waiting.verb is RunVerb.NOTHING, "not on the server yet: the request waits"
     skipped = run_decision(requested="2", honoured="1", enabled=False)
     assert skipped.verb is RunVerb.SKIP and "spec.enabled" in skipped.message
 
@@ -104,6 +107,9 @@ def test_status_in_sync_with_history_limit_and_failed_tasks() -> None:
                           fields={}, now="2026-11-23T12:01:00Z")
     assert {k: v for k, v in again.items() if status.get(k) != v} == {}
     assert previous_history(status) == history[:2]
+    assert not needs_failed_tasks(history, status), "read once per failed execution"
+    assert needs_failed_tasks([ex(10, "Failed"), *history], status)
+    assert not needs_failed_tasks([ex(10, "Succeed")], status)
 
 
 def test_status_on_transient_error_keeps_history() -> None:

@@ -15,6 +15,7 @@ from replication_operator import GROUP, VERSION, events
 from replication_operator.backends.policies import (
     FAILED,
     STOPPED,
+    Execution,
     FailedTask,
     PolicyDriver,
     PolicyFilter,
@@ -31,6 +32,7 @@ from replication_operator.reconcile.policy import (
     RunVerb,
     finished_message,
     merge_history,
+    needs_failed_tasks,
     newly_finished,
     next_run_time,
     policy_status,
@@ -96,6 +98,29 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
     return driver, request
 
 
+async def honour_run_request(body: kopf.Body, driver: PolicyDriver, request: PolicyRequest,
+                             seen: PolicyObservation, decision: RunDecision,
+                             requested: str | None, follow: list[int]) -> PolicyObservation:
+    """Start the requested execution (or say why not); the policy as seen afterwards."""
+    if decision.verb is RunVerb.SKIP:
+        events.warning(body, "RunSkipped", decision.message)
+        return seen
+    execution_id = await driver.run_policy(seen.external_id)
+    events.normal(body, "RunStarted",
+                  f"started execution {execution_id} ({RUN_REQUESTED}={requested})")
+    return await driver.observe_policy(
+        dataclasses.replace(request, external_id=seen.external_id), max_age=0, follow=follow)
+
+
+def report_finished(body: kopf.Body, finished: list[Execution]) -> None:
+    """An Event per execution that finished since the last look."""
+    for execution in finished:
+        reason = {FAILED: "ExecutionFailed", STOPPED: "ExecutionStopped"}.get(
+            execution.status, "ExecutionSucceeded")
+        emit = events.warning if execution.status == FAILED else events.normal
+        emit(body, reason, finished_message(execution))
+
+
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     config = ctx.config
 
@@ -135,30 +160,14 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 requested = body.metadata.annotations.get(RUN_REQUESTED)
                 decision = run_decision(requested=requested,
                                         honoured=previous.get("lastRunRequest"),
-                                        enabled=request.enabled)
-                if not seen.exists:  # not visible on the server yet: the request waits
-                    decision = RunDecision(RunVerb.NOTHING)
-                if decision.verb is RunVerb.START:
-                    execution_id = await driver.run_policy(seen.external_id)
-                    events.normal(body, "RunStarted", f"started execution {execution_id} "
-                                                      f"({RUN_REQUESTED}={requested})")
-                    seen = await driver.observe_policy(
-                        dataclasses.replace(request, external_id=seen.external_id),
-                        max_age=0, follow=follow)
-                elif decision.verb is RunVerb.SKIP:
-                    events.warning(body, "RunSkipped", decision.message)
+                                        enabled=request.enabled, exists=seen.exists)
                 if decision.verb is not RunVerb.NOTHING:
+                    seen = await honour_run_request(body, driver, request, seen, decision,
+                                                    requested, follow)
                     fields["lastRunRequest"] = requested
-                for execution in newly_finished(known, seen.executions):
-                    emit = events.normal if execution.status != FAILED else events.warning
-                    reason = {FAILED: "ExecutionFailed", STOPPED: "ExecutionStopped"}.get(
-                        execution.status, "ExecutionSucceeded")
-                    emit(body, reason, finished_message(execution))
+                report_finished(body, newly_finished(known, seen.executions))
                 history = merge_history(known, seen.executions, seen.gone)
-                last_before = previous.get("lastExecution") or {}
-                if history and history[0].status == FAILED and not (
-                        last_before.get("id") == history[0].id and
-                        last_before.get("failedTasks")):
+                if needs_failed_tasks(history, previous):
                     failed_tasks = await driver.failed_tasks(history[0].id, FAILED_TASKS_SHOWN)
                 next_run = next_run_time(trigger=spec.get("trigger") or {},
                                          enabled=request.enabled, now=datetime.now(UTC))

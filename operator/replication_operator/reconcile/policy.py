@@ -41,9 +41,11 @@ class RunDecision:
     message: str = ""
 
 
-def run_decision(*, requested: str | None, honoured: str | None, enabled: bool) -> RunDecision:
-    """One execution per new value of the run-requested annotation."""
-    if not requested or requested == honoured:
+def run_decision(*, requested: str | None, honoured: str | None, enabled: bool,
+                 exists: bool = True) -> RunDecision:
+    """One execution per new value of the run-requested annotation; a policy not yet
+    visible on the server keeps the request waiting."""
+    if not requested or requested == honoured or not exists:
         return RunDecision(RunVerb.NOTHING)
     if not enabled:
         return RunDecision(RunVerb.SKIP, f"run request {requested!r} not started: the policy "
@@ -81,6 +83,15 @@ def newly_finished(previous: Sequence[Execution], observed: Sequence[Execution]
     return sorted((e for e in observed if not e.running and (
         (e.id in before and before[e.id].running) or
         (e.id not in before and e.id > newest_known))), key=lambda e: e.id)
+
+
+def needs_failed_tasks(history: Sequence[Execution], previous: Mapping[str, Any]) -> bool:
+    """The newest execution failed and the status does not list its failed tasks yet
+    (they are read once: a finished execution never changes)."""
+    if not history or history[0].status != FAILED:
+        return False
+    before = previous.get("lastExecution") or {}
+    return not (before.get("id") == history[0].id and before.get("failedTasks"))
 
 
 def finished_message(execution: Execution) -> str:
