@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from harbor_sim import HarborSimulator  # noqa: E402
-from replication_operator.backends.harbor import HarborBackend  # noqa: E402
+from replication_operator.backends.harbor.backend import HarborBackend  # noqa: E402
 from replication_operator.backends.policies import PolicyRequest  # noqa: E402
 from replication_operator.credentials import Credentials  # noqa: E402
 from replication_operator.http import ServerConnection, ServerSettings  # noqa: E402

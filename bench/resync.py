@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from replication_operator.backends.base import Endpoint, ReplicationRequest
-from replication_operator.backends.couchdb import CouchDBBackend
+from replication_operator.backends.couchdb.backend import CouchDBBackend
 from replication_operator.credentials import Credentials
 from replication_operator.http import ServerConnection, ServerSettings
 from replication_operator.reconcile.replication import compute_status, plan

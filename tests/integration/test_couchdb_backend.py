@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from replication_operator.backends.base import Endpoint, ReplicationRequest
-from replication_operator.backends.couchdb import CouchDBBackend
+from replication_operator.backends.couchdb.backend import CouchDBBackend
 from replication_operator.backends.tokens import TokenRequest
 from replication_operator.credentials import Credentials
 from replication_operator.errors import PermanentBackendError, TransientBackendError

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from replication_operator.backends.harbor import HarborBackend
+from replication_operator.backends.harbor.backend import HarborBackend
 from replication_operator.backends.policies import PolicyFilter, PolicyRequest
 from replication_operator.backends.tokens import TokenRequest
 from replication_operator.credentials import Credentials

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from replication_operator.backends.couchdb import CouchDBBackend
+from replication_operator.backends.couchdb.backend import CouchDBBackend
 from replication_operator.errors import PermanentBackendError
 from replication_operator.http import ServerConnection, ServerSettings
 

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replication_operator.backends import couchdb_docs as docs
 from replication_operator.backends.base import (
     COMPLETED,
     ERROR,
@@ -16,7 +15,8 @@ from replication_operator.backends.base import (
     Endpoint,
     ReplicationRequest,
 )
-from replication_operator.backends.couchdb import detect_flavour, has_scheduler
+from replication_operator.backends.couchdb import docs
+from replication_operator.backends.couchdb.backend import detect_flavour, has_scheduler
 from replication_operator.credentials import Credentials
 from replication_operator.errors import PermanentBackendError, SpecError
 from replication_operator.http import ServerSettings

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replication_operator.backends.couchdb_selector import selector_to_js
+from replication_operator.backends.couchdb.selector import selector_to_js
 from replication_operator.errors import SpecError
 
 NODE = shutil.which("node")

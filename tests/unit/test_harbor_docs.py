@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replication_operator.backends import harbor_docs as docs
+from replication_operator.backends.harbor import docs
 from replication_operator.backends.policies import PolicyFilter, PolicyRequest
 from replication_operator.credentials import Credentials
 from replication_operator.errors import SpecError

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replication_operator.backends.harbor_robots import (
+from replication_operator.backends.harbor.tokens import (
     full_name,
     is_robot_for,
     robot_body,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from replication_operator.backends import reductstore_settings as rs
 from replication_operator.backends.base import (
     ERROR,
     RUNNING,
@@ -12,6 +11,7 @@ from replication_operator.backends.base import (
     Endpoint,
     ReplicationRequest,
 )
+from replication_operator.backends.reductstore import settings as rs
 from replication_operator.credentials import Credentials
 from replication_operator.errors import SpecError
 from replication_operator.http import ServerSettings

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from replication_operator.backends.base import Backend
-from replication_operator.backends.couchdb import CouchDBBackend
-from replication_operator.backends.harbor import HarborBackend
-from replication_operator.backends.reductstore import ReductStoreBackend
+from replication_operator.backends.couchdb.backend import CouchDBBackend
+from replication_operator.backends.harbor.backend import HarborBackend
+from replication_operator.backends.reductstore.backend import ReductStoreBackend
 from replication_operator.errors import SpecError
 from replication_operator.http import ServerConnection, ServerSettings
 

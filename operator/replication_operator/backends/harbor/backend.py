@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from replication_operator.backends import harbor_docs as docs
 from replication_operator.backends.base import ServerInfo
-from replication_operator.backends.harbor_paging import API, PAGE_SIZE, id_from_location, list_all
-from replication_operator.backends.harbor_robots import HarborRobots
+from replication_operator.backends.harbor import docs
+from replication_operator.backends.harbor.paging import API, PAGE_SIZE, id_from_location, list_all
+from replication_operator.backends.harbor.registries import HarborRegistries
+from replication_operator.backends.harbor.tokens import HarborRobots
 from replication_operator.backends.policies import (
     Execution,
     FailedTask,
@@ -37,81 +38,6 @@ from replication_operator.http import ServerConnection, ServerSettings
 
 STOP_WAIT = 20.0  # seconds a deletion waits for stopped executions before retrying later
 STOP_POLL = 0.5
-
-
-class HarborRegistries:
-    """The registries (endpoints) standing for remote DatabaseServers.
-
-    Shared by every policy that replicates with the same remote server. Harbor masks
-    registry secrets on read, so a credential cannot be compared: this process
-    remembers what it wrote and re-applies a credential it has not written itself
-    (once after a start, and whenever the DatabaseServer's Secret changes).
-    """
-
-    def __init__(self, conn: ServerConnection) -> None:
-        self.conn = conn
-        self.snapshot = Snapshot(self._fetch)
-        self._applied: dict[int, str] = {}  # registry id → fingerprint of what we wrote
-        self._lock = asyncio.Lock()
-
-    async def _fetch(self) -> dict[str, dict[str, Any]]:
-        return {str(r.get("name")): r for r in await list_all(self.conn, "/registries")}
-
-    async def by_id(self, *, max_age: float) -> dict[int, dict[str, Any]]:
-        return {int(r["id"]): r for r in (await self.snapshot.get(max_age)).values()}
-
-    @staticmethod
-    def _fingerprint(remote: ServerSettings) -> str:
-        return f"{remote.url}|{remote.auth_type}|{remote.credentials.fingerprint()}"
-
-    async def ensure(self, remote: ServerSettings, *, max_age: float) -> tuple[int, list[str]]:
-        """The registry's id, created or put back as needed; and what was done."""
-        body = docs.registry_body(remote)
-        name = body["name"]
-        async with self._lock:  # two policies must not both create the same registry
-            found = (await self.snapshot.get(max_age)).get(name)
-            if found is None:
-                try:
-                    response = await self.conn.request("POST", f"{API}/registries", json=body)
-                    registry_id = id_from_location(response)
-                    self._applied[registry_id] = self._fingerprint(remote)
-                    return registry_id, [f"created registry {name}"]
-                finally:
-                    self.snapshot.invalidate()
-            registry_id = int(found["id"])
-            diff = docs.registry_differences(body, found)
-            if self._applied.get(registry_id) != self._fingerprint(remote) and \
-                    "credential" not in diff:
-                diff.append("credential")
-            if not diff:
-                return registry_id, []
-            try:
-                await self.conn.request("PUT", f"{API}/registries/{registry_id}",
-                                        json=docs.registry_update(body))
-                self._applied[registry_id] = self._fingerprint(remote)
-            finally:
-                self.snapshot.invalidate()
-            return registry_id, [f"updated registry {name} ({', '.join(diff)})"]
-
-    async def remove_unused(self, candidates: Iterable[int],
-                            policies: Iterable[Mapping[str, Any]]) -> list[str]:
-        """Delete the operator's registries among `candidates` no policy refers to."""
-        used = {docs.registry_id(p.get(side)) for p in policies
-                for side in ("src_registry", "dest_registry")}
-        registries = await self.by_id(max_age=0)
-        removed = []
-        for registry_id in sorted(set(candidates) - used - {0}):
-            registry = registries.get(registry_id)
-            if registry is None or docs.owner_of(registry.get("description")) is None:
-                continue  # gone already, or not ours
-            # 412: Harbor still sees a policy using it (made meanwhile): keep it
-            response = await self.conn.request("DELETE", f"{API}/registries/{registry_id}",
-                                               allow=(404, 412))
-            if response.status_code < 300:
-                removed.append(str(registry.get("name")))
-            self._applied.pop(registry_id, None)
-        self.snapshot.invalidate()
-        return removed
 
 
 class HarborBackend:

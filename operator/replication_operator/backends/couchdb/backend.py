@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from replication_operator.backends import couchdb_docs as docs
 from replication_operator.backends.base import (
     Observation,
     ReplicationRequest,
     ServerInfo,
 )
-from replication_operator.backends.couchdb_selector import selector_to_js
-from replication_operator.backends.couchdb_tokens import CouchDBTokens
+from replication_operator.backends.couchdb import docs
+from replication_operator.backends.couchdb.selector import selector_to_js
+from replication_operator.backends.couchdb.tokens import CouchDBTokens
 from replication_operator.backends.snapshot import Snapshot
 from replication_operator.errors import ConflictError, NotFoundError, PermanentBackendError
 from replication_operator.http import ServerConnection, ServerSettings

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from replication_operator.backends.harbor_docs import owner_marker
-from replication_operator.backends.harbor_paging import API, list_all
+from replication_operator.backends.harbor.docs import owner_marker
+from replication_operator.backends.harbor.paging import API, list_all
 from replication_operator.backends.tokens import IssuedCredential, TokenObservation, TokenRequest
 from replication_operator.credentials import Credentials
 from replication_operator.errors import SpecError
