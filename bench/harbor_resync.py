@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from harbor_sim import HarborSimulator  # noqa: E402
 from replication_operator.backends.harbor.backend import HarborBackend  # noqa: E402
-from replication_operator.backends.policies import PolicyRequest  # noqa: E402
+from replication_operator.backends.policies import PolicyRequest, Remote  # noqa: E402
 from replication_operator.credentials import Credentials  # noqa: E402
 from replication_operator.http import ServerConnection, ServerSettings  # noqa: E402
 from replication_operator.reconcile.policy import merge_history, policy_status  # noqa: E402
@@ -54,7 +54,7 @@ async def run(args: argparse.Namespace, local: ServerSettings, remote: ServerSet
     backend = HarborBackend(conn, lambda s: conn)
     info = await backend.probe()
     requests = [PolicyRequest(key=f"bench/p{i}", name=f"bench.p{i}", external_id="",
-                              adopted=False, remote=remote, push=True,
+                              adopted=False, remote=Remote(remote), push=True,
                               patterns=("library/*",), dest_namespace="mirror")
                 for i in range(args.count)]
     started = time.perf_counter()

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -293,11 +294,21 @@ def _pouchdb() -> Tool:
                 files=(pinned / "package.json", pinned / "package-lock.json"))
 
 
+def _distribution() -> Tool:
+    """A plain container registry (Distribution's `registry`) and an htpasswd helper for
+    its basic auth: the registry Harbor policies replicate to in the tests and demo."""
+    version = go_module_version("distribution", "github.com/distribution/distribution/v3")
+    return Tool("distribution", version, ("bin/registry", "bin/htpasswd"), (
+        _go_build("go build registry", "distribution",
+                  "github.com/distribution/distribution/v3/cmd/registry", "registry"),
+        _go_build("go build htpasswd", "distribution", "./htpasswd", "htpasswd")))
+
+
 def tools() -> dict[str, Tool]:
     etcd = Tool("etcd", go_module_version("etcd", "go.etcd.io/etcd/server/v3"), ("bin/etcd",),
                 (_go_build("go build etcd", "etcd", ".", "etcd"),))
     return {tool.name: tool for tool in
-            (etcd, _kubernetes(), _helm(), _pouchdb(), _reductstore())}
+            (etcd, _kubernetes(), _helm(), _pouchdb(), _reductstore(), _distribution())}
 
 
 ALIASES = {"pouchdb": "pouchdb-server", "k8s": "kubernetes"}
@@ -708,11 +719,28 @@ class HarborSim(Part):
     def environment(self) -> dict[str, str]:
         return {"PYTHONPATH": str(ROOT), "HARBOR_SIM_PASSWORD": self.password}
 
-    def command(self) -> list[str]:
+    # Harbor closes executions 20-30 s after their tasks; the dev stack keeps the lag
+    # (the operator must cope with it) at a fifth of that
+    STATUS_REFRESH_SECONDS = 6
+
+    def prepare(self) -> None:
+        if not self._python_has_simulator():
+            raise PartFailed(f"{self.name}: the Harbor simulator needs the project's "
+                             f"virtualenv; run `make venv` (or `make demo`) first")
+
+    def _python(self) -> str:
         venv_python = ROOT / ".venv" / "bin" / "python"
-        python = str(venv_python) if venv_python.exists() else sys.executable
-        return [python, "-m", "tests.harbor_sim", "--host", "127.0.0.1", "--port",
-                str(self.port), "--user", self.username]
+        return str(venv_python) if venv_python.exists() else sys.executable
+
+    def _python_has_simulator(self) -> bool:
+        check = subprocess.run([self._python(), "-c", "import starlette, uvicorn, httpx"],
+                               capture_output=True)
+        return check.returncode == 0
+
+    def command(self) -> list[str]:
+        return [self._python(), "-m", "tests.harbor_sim", "--host", "127.0.0.1", "--port",
+                str(self.port), "--user", self.username, "--status-refresh-seconds",
+                str(self.STATUS_REFRESH_SECONDS)]
 
     def _owns(self, pid: int) -> bool:
         try:
@@ -726,6 +754,63 @@ class HarborSim(Part):
         http_json(f"{self.url}/api/v2.0/users/current",
                   {"Authorization": basic_auth(self.username, self.password)})
         return bool(info.get("harbor_version"))
+
+
+@dataclass
+class Distribution(Part):
+    """A Distribution registry with htpasswd (bcrypt) basic auth: a plain registry for
+    Harbor policies to replicate with, checked by the Harbor simulator as Harbor does
+    (a real request to its /v2/ with the credential)."""
+
+    username: str = "mirror"
+    password: str = field(default_factory=lambda: secrets.token_hex(12))
+    # a second account, so a test can switch a credential to another one that works
+    alt_username: str = "mirror-ci"
+    alt_password: str = field(default_factory=lambda: secrets.token_hex(12))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / f"{self.name}-data"
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for user, password in ((self.username, self.password),
+                               (self.alt_username, self.alt_password)):
+            htpasswd = subprocess.run([str(binary("distribution", "htpasswd")), user],
+                                      input=password + "\n", capture_output=True, text=True)
+            if htpasswd.returncode != 0:
+                raise PartFailed(f"{self.name}: htpasswd failed: {htpasswd.stderr.strip()}")
+            lines.append(htpasswd.stdout)
+        (self.data_dir / "htpasswd").write_text("".join(lines))
+        # JSON is YAML: the registry reads this as its configuration file
+        (self.data_dir / "config.yml").write_text(json.dumps({
+            "version": 0.1, "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(self.data_dir / "storage")},
+                        "delete": {"enabled": True}},
+            "http": {"addr": f"127.0.0.1:{self.port}", "secret": secrets.token_hex(16)},
+            "auth": {"htpasswd": {"realm": "dbops-dev",
+                                  "path": str(self.data_dir / "htpasswd")}}}))
+
+    def command(self) -> list[str]:
+        return [str(binary("distribution", "registry")), "serve",
+                str(self.data_dir / "config.yml")]
+
+    def healthy(self) -> bool:
+        """/v2/ refuses anonymous callers and lets the configured user in."""
+        try:
+            http_json(f"{self.url}/v2/")
+            return False  # auth must be on
+        except urllib.error.HTTPError as exc:
+            if exc.code != 401:
+                return False
+        answer = http_json(f"{self.url}/v2/",
+                           {"Authorization": basic_auth(self.username, self.password)})
+        return bool(answer == {})
 
 
 class Stack:
@@ -746,10 +831,12 @@ class Stack:
         self.reduct_b = ReductStore("reduct-b", self.workdir, token=token)
         self.harbor_a = HarborSim("harbor-a", self.workdir, password=password)
         self.harbor_b = HarborSim("harbor-b", self.workdir, password=password)
+        self.registry = Distribution("registry", self.workdir)
 
     def parts(self) -> list[Part]:
         return [self.etcd, self.apiserver, self.controller_manager, self.couch_a,
-                self.couch_b, self.reduct_a, self.reduct_b, self.harbor_a, self.harbor_b]
+                self.couch_b, self.reduct_a, self.reduct_b, self.harbor_a, self.harbor_b,
+                self.registry]
 
     def start_part(self, part: Part, out: TextIO | None = None) -> None:
         """Start `part` (and what it depends on) unless it already runs."""
@@ -801,11 +888,14 @@ class Stack:
             "REDUCTSTORE_TOKEN": self.reduct_a.token,
             "HARBOR_A_URL": self.harbor_a.url, "HARBOR_B_URL": self.harbor_b.url,
             "HARBOR_USER": self.harbor_a.username, "HARBOR_PASSWORD": self.harbor_a.password,
+            "REGISTRY_URL": self.registry.url, "REGISTRY_USER": self.registry.username,
+            "REGISTRY_PASSWORD": self.registry.password,
         }
 
     # -- persistence for dev/up and dev/down ------------------------------------
 
-    SAVED = ("port", "pid", "peer_port", "etcd_url", "username", "password", "token")
+    SAVED = ("port", "pid", "peer_port", "etcd_url", "username", "password", "token",
+             "alt_username", "alt_password")
 
     def save(self, path: Path) -> None:
         """Ports, PIDs and credentials of every part, and the temp dir (mode 0600)."""
@@ -888,6 +978,7 @@ def _stop_operator() -> None:
         if b"replication_operator" in cmdline:
             _terminate(pid, 10)
     pid_file.unlink(missing_ok=True)
+    (STATE_DIR / "operator.ports").unlink(missing_ok=True)
 
 
 def down(quiet: bool = False, out: TextIO | None = None) -> None:

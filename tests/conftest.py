@@ -34,6 +34,10 @@ import harness  # noqa: E402
 if TYPE_CHECKING:  # imported in the Harbor fixtures' bodies at run time (lazy start)
     from harbor_sim import HarborSimulator
 
+# Harbor closes an execution 20-30 s after its tasks end; the simulators used by the
+# tests keep that lag but shorter (1.3-2 s), so it is exercised without slowing suites.
+SIM_STATUS_REFRESH = 2.0
+
 REUSE_DEV = os.environ.get("REPLICATION_OPERATOR_REUSE_DEV", "") not in ("", "0", "false")
 
 
@@ -135,6 +139,13 @@ def reduct_b(local_parts: Parts) -> harness.ReductStore:
     return local_parts.stack.reduct_b
 
 
+@pytest.fixture(scope="session")
+def registry(local_parts: Parts) -> harness.Distribution:
+    """A real Distribution registry with basic auth (a plain registry for Harbor policies)."""
+    local_parts.start(local_parts.stack.registry)
+    return local_parts.stack.registry
+
+
 @pytest.fixture(autouse=True)
 def _restart_stopped_parts(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test that stops a server and fails midway must not break the tests after it."""
@@ -185,7 +196,8 @@ def harbor_a() -> Iterator[HarborSimulator]:
     started on first use, stopped at the end of the session."""
     from harbor_sim import HarborSimulator
 
-    sim = HarborSimulator(username="admin", password=secrets.token_urlsafe(16)).start()
+    sim = HarborSimulator(username="admin", password=secrets.token_urlsafe(16),
+                          status_refresh_seconds=SIM_STATUS_REFRESH).start()
     yield sim
     sim.stop()
 
@@ -195,6 +207,7 @@ def harbor_b() -> Iterator[HarborSimulator]:
     """A second, independent simulated Harbor (a replication peer for harbor_a)."""
     from harbor_sim import HarborSimulator
 
-    sim = HarborSimulator(username="admin", password=secrets.token_urlsafe(16)).start()
+    sim = HarborSimulator(username="admin", password=secrets.token_urlsafe(16),
+                          status_refresh_seconds=SIM_STATUS_REFRESH).start()
     yield sim
     sim.stop()

@@ -8,6 +8,8 @@ built from status codes, server error texts and credential-free URLs only.
 
 from __future__ import annotations
 
+import copy
+
 
 class BackendError(Exception):
     """A server answered or failed in a way the operator cannot simply proceed from."""
@@ -22,6 +24,16 @@ class BackendError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def reworded(self, message: str, *, code: str | None = None) -> BackendError:
+        """The same kind of error (permanent or transient, same status) with another
+        message, e.g. one that says which object on the server it is about."""
+        clone = copy.copy(self)
+        clone.message = message
+        clone.args = (message,)
+        if code is not None:
+            clone.code = code
+        return clone
 
 
 class TransientBackendError(BackendError):

@@ -12,6 +12,7 @@ Every backend request goes through `ServerConnection.request`, which
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import logging
 import random
 import ssl
@@ -233,6 +234,22 @@ def error_text(response: httpx.Response) -> str:
     return str(payload)[:300]
 
 
+class NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that keeps nothing, so no server cookie comes back on a later request.
+
+    Harbor sets a session cookie (`sid`) on every answer, and a write that carries it is
+    treated as a browser session that must send a CSRF token: a client that kept it
+    would see every write refused (403). CouchDB's session cookie is sent explicitly by
+    `SessionAuth`, never through the jar.
+    """
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        return None
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+
 class ServerConnection:
     """A pooled client for one server; cheap to share, rebuilt when settings change."""
 
@@ -251,6 +268,7 @@ class ServerConnection:
                                 max_keepalive_connections=settings.max_concurrent),
             transport=transport,
             follow_redirects=False,
+            cookies=NoCookies(),
         )
         self.auth = make_authenticator(settings)
         self._slots = asyncio.Semaphore(settings.max_concurrent)

@@ -95,6 +95,25 @@ INVALID = [
     ("policy-no-databases", policy(source={"server": "h", "databases": []}),
      "spec.source.databases"),
     ("policy-history-max", policy(historyLimit=1000), "spec.historyLimit"),
+    ("policy-target-server-and-registry", policy(target={
+        "server": "d", "registry": {"type": "docker-registry", "url": "https://r"}}),
+     "spec.target needs exactly one of server"),
+    ("policy-target-neither", policy(target={"namespace": "mirror"}),
+     "spec.target needs exactly one of server"),
+    ("policy-both-registries", policy(
+        source={"registry": {"type": "quay", "url": "https://quay.io"}, "databases": ["a/*"]},
+        target={"registry": {"type": "docker-registry", "url": "https://r"}}),
+     "spec.source.registry and spec.target.registry"),
+    ("policy-registry-type", policy(target={"registry": {"type": "helm-hub",
+                                                         "url": "https://r"}}),
+     "spec.target.registry.type"),
+    ("policy-registry-userinfo", policy(target={"registry": {
+        "type": "docker-registry", "url": "https://bot:pw@r"}}), "spec.target.registry.url"),
+    ("policy-registry-secret-namespace", policy(target={"registry": {
+        "type": "docker-registry", "url": "https://r",
+        "secretRef": {"name": "k", "namespace": "other"}}}),
+     'unknown field "spec.target.registry.secretRef.namespace"'),
+    ("policy-server-not-a-side", policy(server="elsewhere"), "spec.server must name"),
     ("token-full-and-lists", token(permissions={"fullAccess": True, "read": ["a"]}),
      "spec.permissions.fullAccess"),
     ("token-secret-name", token(secretName="Not_Valid"), "spec.secretName"),
@@ -167,7 +186,9 @@ def test_examples_are_accepted_by_the_api_server(cluster: Any, crds: None, names
            "example", "REDUCTSTORE_A_URL": "http://reduct-a:8383", "REDUCTSTORE_B_URL":
            "http://reduct-b:8383", "HARBOR_USER": "admin", "HARBOR_PASSWORD": "example",
            "HARBOR_A_URL": "https://harbor-a.example.net",
-           "HARBOR_B_URL": "https://harbor-b.example.net"}
+           "HARBOR_B_URL": "https://harbor-b.example.net",
+           "REGISTRY_URL": "https://mirror.example.net", "REGISTRY_USER": "mirror",
+           "REGISTRY_PASSWORD": "example"}
     files = sorted((ROOT / "examples").glob("*/*.yaml"))
     assert files
     for path in files:

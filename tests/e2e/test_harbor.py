@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from e2e_support import Kube, OperatorProcess, database_server, secret, wait_for
+from harborapi.client import CookieDiscarder
 
 API = "/api/v2.0"
 RUN = "replication.dbops.dev/run-requested"
@@ -21,8 +22,10 @@ class HarborAdmin:
 
     def __init__(self, sim: Any) -> None:
         self.sim = sim
+        # no cookies: Harbor refuses writes that send its session cookie back without a
+        # CSRF token (as every API client must, the operator included)
         self.http = httpx.Client(base_url=sim.url, auth=(sim.username, sim.password),
-                                 timeout=10)
+                                 timeout=10, cookies=CookieDiscarder())
 
     def get(self, path: str, **params: Any) -> Any:
         response = self.http.get(f"{API}{path}", params={"page_size": 100, **params})
@@ -114,7 +117,8 @@ def test_policy_created_kept_quiet_and_drift_put_back(
     on_server = a.policy(st["externalName"])
     assert on_server is not None and on_server["name"] == f"{kube.ns}.images"
     registry = a.registries()[f"dbops.{kube.ns}.harbor-b"]
-    assert st["registries"] == [{"server": "harbor-b", "id": registry["id"]}]
+    assert st["registries"] == [{"name": f"dbops.{kube.ns}.harbor-b", "id": registry["id"],
+                                 "server": "harbor-b"}]
     assert registry["url"] == harbor_env[2].sim.url and on_server["dest_registry"]["id"] == \
         registry["id"]
     assert on_server["replicate_deletion"] is True, "Harbor reads it from `deletion`"
@@ -331,3 +335,65 @@ def test_robot_token_delivered_rotated_and_removed(
     wait_for(lambda: kube.cluster.kubectl("get", "secret", "puller", "-n", kube.ns,
                                           check=False).returncode != 0,
              timeout=60, what="the Secret removed")
+
+
+def test_policy_to_a_plain_registry(harbor_env: tuple[Kube, HarborAdmin, HarborAdmin],
+                                    registry: Any, secret_values: set[str]) -> None:
+    """A real Distribution registry (htpasswd auth) declared in the policy: the registry
+    endpoint is created, kept (hand edits put back), follows its Secret, and goes with
+    the policy. Harbor (the simulator) checks it with a real /v2/ request, as Harbor does."""
+    kube, a, _ = harbor_env
+    secret_values.update({registry.password, registry.alt_password})
+    kube.apply(secret("mirror-creds", username=registry.username, password=registry.password))
+    declared = {"type": "docker-registry", "url": registry.url,
+                "secretRef": {"name": "mirror-creds"}}
+    spec = {"source": {"server": "harbor-a", "databases": ["library/**"]},
+            "target": {"registry": declared, "namespace": "mirror"}}
+    kube.apply(policy("to-mirror", **spec))
+    kube.wait_condition("replicationpolicy", "to-mirror")
+    st = status(kube, "to-mirror")
+    [entry] = st["registries"]
+    # dbops.<namespace>.docker-registry-<hash>, shortened to Harbor's 64 characters
+    assert entry["url"] == registry.url and len(entry["name"]) <= 64
+    assert entry["name"].startswith(f"dbops.{kube.ns}"[:40])
+    made = a.sim.store.get_registry(entry["id"])
+    assert (made.type, made.url, made.access_key, made.access_secret) == (
+        "docker-registry", registry.url, registry.username, registry.password)
+    on_server = a.policy(st["externalName"]) or {}
+    assert on_server["dest_registry"]["id"] == entry["id"]
+
+    # an update of the spec: one full-replace PUT of the policy, the registry untouched
+    a.control("DELETE", "requests")
+    kube.apply(policy("to-mirror", **{**spec, "target": {**spec["target"],
+                                                          "namespace": "mirror2"}}))
+    wait_for(lambda: (a.policy(st["externalName"]) or {}).get("dest_namespace") == "mirror2",
+             timeout=30, what="the policy updated")
+    assert a.writes("/registries") == []
+
+    # a hand edit of the registry is put back (made in the simulator's store: Harbor's API
+    # would refuse a URL that does not answer)
+    a.sim.store.get_registry(entry["id"]).url = "http://127.0.0.1:9"
+    wait_for(lambda: a.sim.store.get_registry(entry["id"]).url == registry.url, timeout=30,
+             what="the registry URL put back")
+    assert "url" in kube.wait_event("to-mirror", "RegistryUpdated")["message"]
+
+    # a wrong credential in the Secret: Harbor refuses it, the status names the Secret
+    kube.apply(secret("mirror-creds", username=registry.username, password="not-it"))
+    cond = kube.wait_condition("replicationpolicy", "to-mirror", status="False",
+                               reason="RegistryUnhealthy", timeout=60)
+    assert "Secret 'mirror-creds'" in cond["message"]
+    assert kube.condition("replicationpolicy", "to-mirror", "Stalled")["status"] == "True"
+    assert a.sim.store.get_registry(entry["id"]).access_secret == registry.password
+
+    # another account that works: applied to the same registry, Ready again
+    kube.apply(secret("mirror-creds", username=registry.alt_username,
+                      password=registry.alt_password))
+    kube.wait_condition("replicationpolicy", "to-mirror", timeout=60)
+    wait_for(lambda: a.sim.store.get_registry(entry["id"]).access_key
+             == registry.alt_username, timeout=30, what="the new credential applied")
+    assert a.sim.store.get_registry(entry["id"]).access_secret == registry.alt_password
+
+    kube.delete("replicationpolicy", "to-mirror")
+    wait_for(lambda: entry["name"] not in a.registries(), timeout=60,
+             what="the registry removed with its policy")
+    assert a.policy(st["externalName"]) is None

@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                              "else Harbor12345")
     parser.add_argument("--task-seconds", type=float, default=2.0,
                         help="how long each replication task runs")
+    parser.add_argument("--status-refresh-seconds", type=float, default=30.0,
+                        help="Harbor closes an execution 2/3..1 times this after its last "
+                             "task ended (Harbor: 30)")
     parser.add_argument("--seed-artifact", action="append", default=[], type=_split_artifact,
                         metavar="PROJECT/REPO:TAG", help="a local artifact to start with")
     parser.add_argument("--no-registry-health-check", action="store_true",
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sim = HarborSimulator(username=args.user, password=args.password, host=args.host,
-                          port=args.port, task_seconds=args.task_seconds)
+                          port=args.port, task_seconds=args.task_seconds,
+                          status_refresh_seconds=args.status_refresh_seconds)
     if args.no_registry_health_check:
         sim.store.set_registry_health_check(False)
     for project, repository, tag in args.seed_artifact:

@@ -8,12 +8,13 @@ import base64
 import contextlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -29,10 +30,11 @@ from .errors import (
     error_body,
     forbidden,
     not_found,
+    precondition,
     unauthorized,
 )
 from .faults import RequestRecord
-from .store import REGISTRY_TYPES, Project, Robot, Store, validate_http_url
+from .store import REGISTRY_TYPES, Project, Registry, Robot, Store, validate_http_url
 
 API = "/api/v2.0"
 log = logging.getLogger("harbor_sim")
@@ -119,19 +121,29 @@ class Ctx:
 Handler = Callable[[Ctx], Awaitable[Response]]
 
 
+NEWEST_FIRST = [("creation_time", True), ("id", True)]
+BY_NAME = [("name", False)]
+STARTED_LAST_FIRST = [("start_time", True), ("id", True)]
+
+
 def list_response(ctx: Ctx, rows: Sequence[tuple[dict[str, Any], Any]],
                   render: Callable[[Any], dict[str, Any]],
                   extra: Mapping[str, query.Matcher] | None = None,
-                  use_q: bool = True) -> Response:
+                  use_q: bool = True,
+                  default_order: list[tuple[str, bool]] | None = None) -> Response:
     """Filter (q and `extra`), sort, page; answer with X-Total-Count and Link.
-    `rows` pairs each entity's filterable/sortable fields with the entity itself."""
+    `rows` pairs each entity's filterable/sortable fields with the entity itself.
+    Default orders as seen on Harbor 2.12.4: policies newest first, executions and
+    tasks by start time (newest first), projects and robots by name, registries in no
+    order at all (the database's: an updated row moves to the end), given as []."""
     page = query.parse_page(ctx.params)
     keywords = query.parse_q(ctx.params.get("q")) if use_q else {}
     keywords.update(extra or {})
     by_fields = {id(fields): entity for fields, entity in rows}
     kept = query.filter_items([fields for fields, _ in rows], keywords)
     ordered = query.sort_items(kept, query.parse_sort(ctx.params.get("sort")),
-                               default=[("creation_time", True), ("id", True)])
+                               default=NEWEST_FIRST if default_order is None
+                               else default_order)
     body = [render(by_fields[id(fields)]) for fields in query.paginate(ordered, page)]
     headers = {"X-Total-Count": str(len(ordered))}
     link = query.links(ctx.request.url.path, ctx.request.query_params.multi_items(),
@@ -162,7 +174,44 @@ async def get_ping(ctx: Ctx) -> Response:
     return PlainTextResponse("Pong")
 
 
+async def get_api_version(ctx: Ctx) -> Response:
+    """`GET /api/version` (anonymous): what a remote Harbor's adapter reads first."""
+    return json_response({"version": "v2.0"})
+
+
+async def get_service_token(ctx: Ctx) -> Response:
+    """The registry token service. Wrong credentials are not refused (BACKENDS.md §2a):
+    the answer is 200 with a token for the anonymous user, which grants no actions."""
+    principal = ctx.principal
+    subject = "" if principal.kind == "anonymous" else (
+        principal.robot.full_name if principal.robot else ctx.store.username)
+    token = ctx.store.issue_registry_token(subject)
+    now = views.fmt_time(ctx.store.now())
+    return json_response({"token": token, "access_token": token, "expires_in": 1800,
+                          "issued_at": now})
+
+
+async def get_registry_base(ctx: Ctx) -> Response:
+    """`GET /v2/`: 200 for an authenticated caller (Basic, or a Bearer token the token
+    service issued to a real user or robot), else 401 with the Bearer challenge."""
+    header = ctx.request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    bearer_ok = scheme.lower() == "bearer" and bool(ctx.store.registry_token_subject(value))
+    if ctx.principal.authenticated or bearer_ok:
+        return json_response({})
+    challenge = (f'Bearer realm="{ctx.store.url}/service/token",'
+                 f'service="harbor-registry"')
+    return Response(json.dumps(error_body("UNAUTHORIZED", "authentication required")) + "\n",
+                    status_code=401, headers={"WWW-Authenticate": challenge},
+                    media_type="application/json; charset=utf-8")
+
+
 async def get_current_user(ctx: Ctx) -> Response:
+    """Proves credentials: 401 for a wrong password (anonymous), 412 for a robot."""
+    if ctx.principal.kind == "robot":
+        raise precondition("get current user not available for security context: robot")
+    if ctx.principal.kind != "admin":
+        raise unauthorized()
     return json_response(views.current_user(ctx.store))
 
 
@@ -178,15 +227,19 @@ def _project_fields(store: Store, project: Project) -> dict[str, Any]:
 async def list_projects(ctx: Ctx) -> Response:
     store = ctx.store
     admin = ctx.principal.kind == "admin"
+    robot = ctx.principal.robot
     with store.lock:
-        projects = [p for p in store.projects.values() if admin or p.public]
+        # a robot also sees every project it has any permission on (seen on 2.12.4)
+        projects = [p for p in store.projects.values() if admin or p.public or (
+            robot is not None and store.robot_has_any_permission(robot, p))]
         rows = [(_project_fields(store, p), p) for p in projects]
         extra: dict[str, query.Matcher] = {}
         if ctx.params.get("name"):
             extra["name"] = query.Fuzzy(ctx.params["name"])
         if ctx.params.get("public") is not None:
             extra["public"] = query.Exact(ctx.params["public"].lower())
-        return list_response(ctx, rows, lambda p: views.project(store, p, admin), extra)
+        return list_response(ctx, rows, lambda p: views.project(store, p, admin), extra,
+                             default_order=BY_NAME)
 
 
 async def head_projects(ctx: Ctx) -> Response:
@@ -207,20 +260,21 @@ async def create_project(ctx: Ctx) -> Response:
     return created(f"{API}/projects/{ref}")
 
 
-def _readable_project(ctx: Ctx, ref: str) -> Project:
-    """RequireProjectAccess then lookup: an unknown project *name* is 403 (Harbor checks
-    the permission before the existence), an unknown id is 404 for the admin."""
+def _readable_project(ctx: Ctx, ref: str, resource: str, action: str) -> Project:
+    """RequireProjectAccess(resource:action) then lookup: an unknown project is 404 for
+    the admin (`project nosuch not found`), 403 for a robot, 401 for anonymous. Anyone
+    may read a public project; a robot needs the permission itself: `project:read` for
+    the project, `repository:list` for its repositories."""
     is_name = ctx.request.headers.get("x-is-resource-name", "").lower() == "true"
     project = ctx.store.project_by_ref(ref, is_name)
     principal = ctx.principal
     if principal.kind == "admin":
         if project is None:
-            if not is_name and ref.isdigit():
-                raise not_found(f"project {ref} not found")
-            raise forbidden()
+            raise not_found(f"project {ref} not found")
         return project
     allowed = project is not None and (project.public or (
-        principal.robot is not None and ctx.store.robot_can_pull(principal.robot, project)))
+        principal.robot is not None
+        and ctx.store.robot_may(principal.robot, project, resource, action)))
     if allowed and project is not None:
         return project
     if not principal.authenticated:
@@ -229,12 +283,12 @@ def _readable_project(ctx: Ctx, ref: str) -> Project:
 
 
 async def get_project(ctx: Ctx) -> Response:
-    project = _readable_project(ctx, ctx.request.path_params["ref"])
+    project = _readable_project(ctx, ctx.request.path_params["ref"], "project", "read")
     return json_response(views.project(ctx.store, project, ctx.principal.kind == "admin"))
 
 
 async def list_repositories(ctx: Ctx) -> Response:
-    project = _readable_project(ctx, ctx.request.path_params["ref"])
+    project = _readable_project(ctx, ctx.request.path_params["ref"], "repository", "list")
     entries = ctx.store.repositories(project)
     rows = [(entry, entry) for entry in entries]
     return list_response(ctx, rows, views.repository)
@@ -243,27 +297,74 @@ async def list_repositories(ctx: Ctx) -> Response:
 # ----------------------------------------------------------------- registries
 
 
-async def registry_healthy(store: Store, url: str) -> bool:
-    """Unhealthy when marked unreachable; the simulator itself is healthy; otherwise the
-    URL's host:port must accept a TCP connection (unless the check is switched off)."""
-    if store.is_unreachable(url):
-        return False
-    if url.rstrip("/") == store.url.rstrip("/") or not store.settings.check_registry_health:
-        return True
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+CONNECT_TIMEOUT = 2.0
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def _bearer_challenge(response: httpx.Response) -> tuple[str, str] | None:
+    """(realm, service) of a `WWW-Authenticate: Bearer realm="...",service="..."`."""
+    header = response.headers.get("www-authenticate", "")
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return (params["realm"], params.get("service", "")) if "realm" in params else None
+
+
+async def _ping(client: httpx.AsyncClient, url: str, auth: tuple[str, str] | None) -> int:
+    """The status of `GET {url}/v2/` as Harbor's registry client sees it: with
+    credentials it follows a Bearer challenge through the token service; 0 when the
+    registry cannot be reached."""
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return False
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
+        response = await client.get(f"{url}/v2/", auth=auth)
+        challenge = _bearer_challenge(response)
+        if response.status_code != 401 or auth is None or challenge is None:
+            return response.status_code
+        realm, service = challenge
+        token = await client.get(realm, params={"service": service}, auth=auth)
+        if token.status_code != 200:
+            return token.status_code
+        bearer = str(token.json().get("token") or "")
+        response = await client.get(f"{url}/v2/",
+                                    headers={"Authorization": f"Bearer {bearer}"})
+        return response.status_code
+    except (httpx.HTTPError, ValueError):
+        return 0
+
+
+async def check_registry(store: Store, registry: Registry) -> None:
+    """The registry controller's health check before a create or update, per type:
+
+    - `harbor`: creating the adapter reads `{url}/api/version` first; a remote that
+      cannot be reached makes that an internal error (500 "internal server error": an
+      unreachable URL is 500, BACKENDS.md §2a), not an unhealthy registry.
+    - every type: the native adapter pings `{url}/v2/`. With credentials the ping must
+      succeed (200, after the token service for a Bearer challenge), so wrong
+      credentials are 400 "the registry is unhealthy"; without credentials only the
+      connection counts (401/403 are fine). A registry that does not answer is
+      unhealthy too, except a `harbor` one (see above).
+    """
+    if not store.settings.check_registry_health:
+        return
+    url = registry.url.rstrip("/")
+    unreachable = store.is_unreachable(url)
+    auth = (registry.access_key, registry.access_secret) if registry.access_key else None
+    async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT, verify=not registry.insecure,
+                                 follow_redirects=True) as client:
+        if registry.type == "harbor":
+            try:
+                if unreachable:
+                    raise httpx.ConnectError("marked unreachable")
+                version = await client.get(f"{url}/api/version", auth=auth)
+            except httpx.HTTPError as exc:
+                log.info("harbor-sim: registry %s: GET /api/version: %s", url, exc)
+                raise HarborError("UNKNOWN", "internal server error") from None
+            if version.status_code >= 500:
+                raise HarborError("UNKNOWN", "internal server error")
+        status = 0 if unreachable else await _ping(client, url, auth)
+    healthy = status == 200 or (auth is None and status in (401, 403))
+    if not healthy:
+        raise bad_request("the registry is unhealthy")
 
 
 def _registry_fields(store: Store, registry: Any) -> dict[str, Any]:
@@ -278,14 +379,14 @@ async def list_registries(ctx: Ctx) -> Response:
     with store.lock:
         rows = [(_registry_fields(store, r), r) for r in store.registries.values()]
         extra = {"name": query.Fuzzy(ctx.params["name"])} if ctx.params.get("name") else {}
-        return list_response(ctx, rows, lambda r: views.registry(store, r), extra)
+        return list_response(ctx, rows, lambda r: views.registry(store, r), extra,
+                             default_order=[])
 
 
 async def create_registry(ctx: Ctx) -> Response:
     body = await read_json(ctx.request, "registry")
     registry = ctx.store.prepare_registry(body)
-    if not await registry_healthy(ctx.store, registry.url):
-        raise bad_request("the registry is unhealthy")
+    await check_registry(ctx.store, registry)
     registry = ctx.store.save_registry(registry)
     return created(f"{API}/registries/{registry.id}")
 
@@ -298,8 +399,7 @@ async def update_registry(ctx: Ctx) -> Response:
     body = await read_json(ctx.request, "registry")
     current = ctx.store.get_registry(ctx.path_int("id"))
     registry = ctx.store.prepare_registry(body, base=current)
-    if not await registry_healthy(ctx.store, registry.url):
-        raise bad_request("the registry is unhealthy")
+    await check_registry(ctx.store, registry)
     ctx.store.save_registry(registry)
     return Response(status_code=200)
 
@@ -310,25 +410,31 @@ async def delete_registry(ctx: Ctx) -> Response:
 
 
 async def ping_registry(ctx: Ctx) -> Response:
-    """RegistryPing: `{id}` and/or `{type, url, credential_type, access_key,
-    access_secret, insecure}`; 200 when healthy, 400 otherwise."""
+    """RegistryPing: `{id}` plus optional overrides (`type, url, credential_type,
+    access_key, access_secret, insecure`), or a registry given in full; 200 when the
+    check passes, 400 "the registry is unhealthy" / 500 as for a create."""
     body = await read_json(ctx.request, "registry")
-    registry_type, url = "", ""
+    base: Registry | None = None
     if body.get("id") is not None:
-        if not isinstance(body["id"], int):
+        if isinstance(body["id"], bool) or not isinstance(body["id"], int):
             raise bad_request("parsing registry body from \"\" failed: id")
-        existing = ctx.store.get_registry(body["id"])
-        registry_type, url = existing.type, existing.url
-    if isinstance(body.get("type"), str):
-        registry_type = body["type"]
-    if isinstance(body.get("url"), str):
-        url = validate_http_url(body["url"])
+        base = ctx.store.get_registry(body["id"])
+    registry_type = body.get("type") if isinstance(body.get("type"), str) else \
+        (base.type if base else "")
+    url = body.get("url") if isinstance(body.get("url"), str) else (base.url if base else "")
     if not registry_type or not url:
         raise bad_request("type or url cannot be empty")
     if registry_type not in REGISTRY_TYPES:
         raise HarborError("UNKNOWN", "internal server error")
-    if not await registry_healthy(ctx.store, url):
-        raise bad_request("the registry is unhealthy")
+    probe = Registry(**vars(base)) if base else ctx.store.prepare_registry(
+        {"name": "ping", "type": registry_type, "url": url})
+    probe.type, probe.url = registry_type, validate_http_url(url)
+    for key in ("access_key", "access_secret"):
+        if isinstance(body.get(key), str):
+            setattr(probe, key, body[key])
+    if isinstance(body.get("insecure"), bool):
+        probe.insecure = body["insecure"]
+    await check_registry(ctx.store, probe)
     return Response(status_code=200)
 
 
@@ -400,7 +506,7 @@ async def list_executions(ctx: Ctx) -> Response:
             if ctx.params.get(name):
                 extra[name] = query.Exact(ctx.params[name])
         return list_response(ctx, rows, lambda e: views.execution(store, e), extra,
-                             use_q=False)
+                             use_q=False, default_order=STARTED_LAST_FIRST)
 
 
 async def start_execution(ctx: Ctx) -> Response:
@@ -421,7 +527,7 @@ async def get_execution(ctx: Ctx) -> Response:
 
 async def stop_execution(ctx: Ctx) -> Response:
     ctx.store.stop_execution(ctx.path_int("id"))
-    return Response(status_code=200)
+    return json_response(None)  # Harbor answers 200 with the body `null`
 
 
 async def list_tasks(ctx: Ctx) -> Response:
@@ -437,7 +543,8 @@ async def list_tasks(ctx: Ctx) -> Response:
             extra["status"] = query.Exact(ctx.params["status"])
         if ctx.params.get("resource_type"):
             extra["resource_type"] = query.Exact(ctx.params["resource_type"])
-        return list_response(ctx, rows, views.task, extra, use_q=False)
+        return list_response(ctx, rows, views.task, extra, use_q=False,
+                             default_order=STARTED_LAST_FIRST)
 
 
 async def get_task_log(ctx: Ctx) -> Response:
@@ -479,7 +586,7 @@ async def list_robots(ctx: Ctx) -> Response:
                 raise bad_request("Project ID must be int type.")
     with store.lock:
         rows = [(_robot_fields(r), r) for r in store.robots.values()]
-        return list_response(ctx, rows, views.robot, extra)
+        return list_response(ctx, rows, views.robot, extra, default_order=BY_NAME)
 
 
 async def create_robot(ctx: Ctx) -> Response:
@@ -582,9 +689,28 @@ async def sim_settings(ctx: Ctx) -> Response:
                 ctx.store.set_task_seconds(float(body["task_seconds"]))
             if body.get("check_registry_health") is not None:
                 ctx.store.set_registry_health_check(bool(body["check_registry_health"]))
+            if body.get("status_refresh_seconds") is not None:
+                ctx.store.set_status_refresh_seconds(float(body["status_refresh_seconds"]))
         except (TypeError, ValueError) as exc:
             raise bad_request(str(exc)) from exc
     return json_response(vars(ctx.store.settings).copy())
+
+
+async def sim_stuck(ctx: Ctx) -> Response:
+    """POST `{execution_id}` (or `{}`: the next execution started) never closes;
+    DELETE lets every stuck execution close."""
+    if ctx.request.method == "DELETE":
+        ctx.store.release_stuck()
+        return Response(status_code=200)
+    body = await read_json(ctx.request, "stuck", required=False)
+    execution_id = body.get("execution_id")
+    if execution_id is None:
+        ctx.store.stick_next_execution()
+    elif isinstance(execution_id, bool) or not isinstance(execution_id, int):
+        raise bad_request("execution_id must be an integer")
+    else:
+        ctx.store.set_stuck(execution_id, True)
+    return Response(status_code=200)
 
 
 async def sim_state(ctx: Ctx) -> Response:
@@ -596,10 +722,13 @@ async def sim_state(ctx: Ctx) -> Response:
 # auth: "public" (anyone), "admin" (admin only; robots 403), "project" (admin, robots
 # with pull, anonymous on public projects; checked in the handler), "sim" (admin, /_sim)
 ROUTES: list[tuple[str, list[str], Handler, str]] = [
+    ("/api/version", ["GET"], get_api_version, "public"),
+    ("/service/token", ["GET"], get_service_token, "public"),
+    ("/v2/", ["GET"], get_registry_base, "public"),
     (f"{API}/systeminfo", ["GET"], get_systeminfo, "public"),
     (f"{API}/health", ["GET"], get_health, "public"),
     (f"{API}/ping", ["GET"], get_ping, "public"),
-    (f"{API}/users/current", ["GET"], get_current_user, "admin"),
+    (f"{API}/users/current", ["GET"], get_current_user, "public"),
     (f"{API}/projects", ["GET"], list_projects, "project"),
     (f"{API}/projects", ["HEAD"], head_projects, "admin"),
     (f"{API}/projects", ["POST"], create_project, "admin"),
@@ -635,6 +764,7 @@ ROUTES: list[tuple[str, list[str], Handler, str]] = [
     ("/_sim/unreachable", ["POST", "DELETE"], sim_unreachable, "sim"),
     ("/_sim/fail", ["POST", "DELETE"], sim_fail, "sim"),
     ("/_sim/settings", ["GET", "POST"], sim_settings, "sim"),
+    ("/_sim/stuck", ["POST", "DELETE"], sim_stuck, "sim"),
     ("/_sim/state", ["GET"], sim_state, "sim"),
 ]
 
@@ -674,21 +804,44 @@ def _routes(store: Store) -> list[Route]:
     return routes
 
 
+HARBOR_PREFIXES = ("/api/", "/service/", "/v2/")
+SESSION_COOKIE = "sid"
+CSRF_COOKIE = "_gorilla_csrf"
+CSRF_HEADER = "X-Harbor-CSRF-Token"
+
+
 class HarborMiddleware:
-    """For /api/v2.0: X-Request-Id, injected latency and faults, the request log."""
+    """For Harbor's own paths: the `sid` session cookie and gorilla/csrf, X-Request-Id,
+    injected latency and faults, the request log.
+
+    An answer to a request without a session sets a new `sid` (beego's session; also an
+    unknown `sid` is replaced). A request that carries any `sid` counts as a browser
+    session (server/middleware/session checks only the cookie's presence), so gorilla/csrf
+    applies: every answer sets `_gorilla_csrf` and `X-Harbor-CSRF-Token`, and a write
+    (POST, PUT, PATCH, DELETE) needs that header with the token of the `_gorilla_csrf`
+    cookie it sends: without the header 403 "CSRF token not found in request", with a
+    wrong one 403 "CSRF token invalid" (BACKENDS.md §2a, and seen on 2.12.4). The 403
+    does not set `sid`. API clients with Basic auth must not keep cookies.
+    """
 
     def __init__(self, app: ASGIApp, store: Store) -> None:
         self.app = app
         self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(API):
+        if scope["type"] != "http" or not scope["path"].startswith(HARBOR_PREFIXES):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
         method, path = scope["method"], scope["path"]
         request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
         credentials = _basic_credentials(request)
+        session = request.cookies.get(SESSION_COOKIE) or None
+        new_session = None if session and self.store.known_session(session) \
+            else self.store.new_session()
+        csrf_cookie, csrf_token = (self.store.csrf_for(request.cookies.get(CSRF_COOKIE))
+                                   if session else (None, None))
+        refusal = self._csrf_refusal(request, method, session is not None)
         recorded = [False]
 
         def record(status: int) -> None:
@@ -697,13 +850,21 @@ class HarborMiddleware:
                 self.store.requests.add(RequestRecord(
                     method=method, path=path, query=scope.get("query_string", b"").decode(),
                     status=status, time=views.fmt_time(self.store.now()),
-                    user=credentials[0] if credentials else ""))
+                    user=credentials[0] if credentials else "", session=session is not None))
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", [])
                            if k.lower() != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                if new_session and refusal is None:
+                    headers.append((b"set-cookie", f"{SESSION_COOKIE}={new_session}; Path=/; "
+                                                   f"HttpOnly".encode("latin-1")))
+                if csrf_cookie and csrf_token:
+                    headers.append((b"set-cookie", f"{CSRF_COOKIE}={csrf_cookie}; Path=/; "
+                                                   f"Max-Age=43200; HttpOnly; "
+                                                   f"SameSite=Strict".encode("latin-1")))
+                    headers.append((CSRF_HEADER.lower().encode(), csrf_token.encode()))
                 message = {**message, "headers": headers}
                 record(message["status"])  # before the client can see the answer
             await send(message)
@@ -722,11 +883,25 @@ class HarborMiddleware:
                 response = Response(json.dumps(error_body(code, message)) + "\n",
                                     status_code=fault.status, headers=headers,
                                     media_type="application/json; charset=utf-8")
-                await response(scope, receive, send_with_id)
+                await response(scope, receive, send_with_headers)
+            elif refusal is not None:
+                await error_response(refusal)(scope, receive, send_with_headers)
             else:
-                await self.app(scope, receive, send_with_id)
+                await self.app(scope, receive, send_with_headers)
         finally:
             record(500)
+
+    def _csrf_refusal(self, request: Request, method: str, in_session: bool
+                      ) -> HarborError | None:
+        """gorilla/csrf as Harbor applies it: only to requests that carry a session."""
+        if not in_session or method in SAFE_METHODS:
+            return None
+        given = request.headers.get(CSRF_HEADER)
+        if not given:
+            return forbidden("CSRF token not found in request")
+        if not self.store.csrf_valid(request.cookies.get(CSRF_COOKIE), given):
+            return forbidden("CSRF token invalid")
+        return None
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -47,6 +47,7 @@ class RequestRecord:
     status: int
     time: str
     user: str
+    session: bool = False  # the request carried Harbor's `sid` session cookie
 
 
 class Faults:

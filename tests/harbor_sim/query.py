@@ -87,10 +87,17 @@ def _parse_pattern(text: str) -> Matcher:
 
 
 def parse_q(q: str | None) -> dict[str, Matcher]:
-    """`k=v,k=~v,k=[min~max],k={v1 v2},k=(v1 v2)`; a malformed term is 400 BAD_REQUEST."""
+    """`k=v,k=~v,k=[min~max],k={v1 v2},k=(v1 v2)`; a malformed term is 400 BAD_REQUEST.
+
+    Harbor unescapes `q` a second time after the HTTP layer did (lib/q/builder.go calls
+    url.QueryUnescape): a `+` sent as `%2B` becomes a space (send `%252B`)."""
     keywords: dict[str, Matcher] = {}
     if not q:
         return keywords
+    try:
+        q = unquote_plus(q, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"invalid query string: {exc}") from exc
     for term in q.split(","):
         key, sep, value = term.partition("=")
         if not sep or not key or not value:

@@ -44,13 +44,15 @@ class HarborSimulator:
     same port with the same state (a Harbor that was down for a while)."""
 
     def __init__(self, username: str = "admin", password: str | None = None,
-                 host: str = "127.0.0.1", port: int = 0, task_seconds: float = 2.0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, task_seconds: float = 2.0,
+                 status_refresh_seconds: float = 30.0) -> None:
         self.host = host
         self.port = port
         self.username = username
         self.password = password if password is not None else secrets.token_urlsafe(12)
         self.store = Store(self.username, self.password)
         self.store.set_task_seconds(task_seconds)
+        self.store.set_status_refresh_seconds(status_refresh_seconds)
         self.app = create_app(self.store)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

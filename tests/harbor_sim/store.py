@@ -10,6 +10,7 @@ clock); task progress and scheduled triggers are brought up to date lazily by
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import string
@@ -25,7 +26,6 @@ from .errors import (
     HarborError,
     bad_request,
     conflict,
-    forbidden,
     not_found,
     precondition,
 )
@@ -38,10 +38,12 @@ LOCAL_REGISTRY_ID = 0
 MAX_INT32 = 2**31 - 1
 CRON_CATCH_UP_SECONDS = 300
 
+# The adapters Harbor 2.12 registers (src/pkg/reg/manager.go); helm-hub and artifact-hub
+# are gone. Any other type is an internal error (500) at create or ping.
 REGISTRY_TYPES = frozenset({
     "harbor", "docker-hub", "docker-registry", "huawei-SWR", "google-gcr", "aws-ecr",
-    "azure-acr", "ali-acr", "jfrog-artifactory", "quay", "gitlab", "helm-hub", "dtr",
-    "artifact-hub", "tencent-tcr", "github-ghcr"})
+    "azure-acr", "ali-acr", "jfrog-artifactory", "quay", "gitlab", "dtr", "tencent-tcr",
+    "github-ghcr", "volcengine-cr"})
 
 _NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _REPOSITORY_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
@@ -188,6 +190,7 @@ class Execution:
     final_status: str | None = None  # set when the execution ends without tasks
     status_text: str = ""
     ended: float | None = None
+    stuck: bool = False  # never closed: InProgress for good, all tasks finished
 
 
 @dataclass
@@ -214,7 +217,10 @@ class Robot:
 class Settings:
     task_seconds: float = 2.0
     check_registry_health: bool = True
-    harbor_version: str = "v2.11.0-sim"
+    harbor_version: str = "v2.12.4-sim"
+    # Harbor closes an execution only when its status is refreshed, 20-30 s after the
+    # last task ended (BACKENDS.md §2a): the lag is drawn from [2/3, 1] x this.
+    status_refresh_seconds: float = 30.0
 
 
 def _random_secret() -> str:
@@ -337,7 +343,9 @@ class Store:
         self.faults = Faults()
         self.requests = RequestLog()
         self.created = self.clock.now()
-        self._ids: dict[str, int] = {}
+        # ids 1 and 2 went to Harbor's own jobs at start; tasks are shared the same way
+        self._ids: dict[str, int] = {"execution": 2, "task": 6}
+        self._stick_next = False
         self.projects: dict[int, Project] = {}
         self.artifacts: list[Artifact] = []
         self.repository_ids: dict[str, int] = {}
@@ -348,6 +356,9 @@ class Store:
         self.robots: dict[int, Robot] = {}
         self.unreachable: set[str] = set()
         self.failure_patterns: list[str] = []
+        self._sessions: set[str] = set()  # sids handed out
+        self._csrf: dict[str, str] = {}  # _gorilla_csrf cookie → the token it stands for
+        self._registry_tokens: dict[str, str] = {}  # token → subject ("" anonymous)
         self._cron_cursor = int(self.clock.now())
         self._crons: dict[int, cronlib.Cron] = {}
         self._add_project("library", public=True)
@@ -357,6 +368,15 @@ class Store:
     def _next_id(self, kind: str) -> int:
         self._ids[kind] = self._ids.get(kind, 0) + 1
         return self._ids[kind]
+
+    def _next_execution_id(self) -> int:
+        """Execution ids are shared with Harbor's other jobs (GC, scans, retention...):
+        a fresh Harbor's first replication execution had id 3 (BACKENDS.md §2a). The
+        simulator lets "other jobs" take every fourth id, so ids have gaps."""
+        execution_id = self._next_id("execution")
+        if execution_id % 4 == 0:
+            execution_id = self._next_id("execution")
+        return execution_id
 
     @property
     def lock(self) -> threading.RLock:
@@ -407,6 +427,44 @@ class Store:
         with self._lock:
             self._cron_cursor = int(self.now())
 
+    # ------------------------------------------------------------ sessions and tokens
+
+    def new_session(self) -> str:
+        """A session id as beego hands it out (32 hex)."""
+        with self._lock:
+            session = secrets.token_hex(16)
+            self._sessions.add(session)
+            return session
+
+    def known_session(self, session: str) -> bool:
+        with self._lock:
+            return session in self._sessions
+
+    def csrf_for(self, cookie: str | None) -> tuple[str, str]:
+        """The `_gorilla_csrf` cookie (the given one if known, else a new one) and the
+        token that a write must send with it."""
+        with self._lock:
+            if cookie is None or cookie not in self._csrf:
+                cookie = secrets.token_urlsafe(24)
+                self._csrf[cookie] = secrets.token_urlsafe(24)
+            return cookie, self._csrf[cookie]
+
+    def csrf_valid(self, cookie: str | None, token: str) -> bool:
+        with self._lock:
+            expected = self._csrf.get(cookie or "")
+        return expected is not None and secrets.compare_digest(expected, token)
+
+    def issue_registry_token(self, subject: str) -> str:
+        """A registry token for `subject` (a user or robot name; "" for anonymous)."""
+        with self._lock:
+            token = secrets.token_urlsafe(32)
+            self._registry_tokens[token] = subject
+            return token
+
+    def registry_token_subject(self, token: str) -> str:
+        with self._lock:
+            return self._registry_tokens.get(token.strip(), "")
+
     # ------------------------------------------------------------ time and jobs
 
     def advance(self) -> None:
@@ -450,7 +508,12 @@ class Store:
             remote_id = policy.dest_registry_id if policy.is_push else policy.src_registry_id
             remote = self.registries.get(remote_id)
             if remote is not None and remote.url.rstrip("/") in self.unreachable:
-                return (f"Get \"{remote.url}/v2/\": dial tcp: connect: connection refused")
+                # a push to a destination that is down: the tasks are made and fail (only
+                # a pull from a source that is down fails before any task)
+                return (f"failed to check the existence of the manifest of artifact "
+                        f"{task.dst_repository}:{','.join(task.tags)} on the destination "
+                        f"registry: Get \"{remote.url}/v2/\": dial tcp: connect: "
+                        f"connection refused")
         for pattern in self.failure_patterns:
             names = [task.repository] + [f"{task.repository}:{tag}" for tag in task.tags]
             for name in names:
@@ -505,7 +568,9 @@ class Store:
                operation: str = "copy") -> Execution:
         if not policy.enabled:
             raise precondition(f"the policy {policy.id} is disabled")
-        execution = Execution(self._next_id("execution"), policy.id, trigger, at)
+        execution = Execution(self._next_execution_id(), policy.id, trigger, at,
+                              stuck=self._stick_next)
+        self._stick_next = False
         self.executions[execution.id] = execution
         if policy.is_push:
             resources = self._matching_artifacts(policy, only)
@@ -526,12 +591,6 @@ class Store:
                        for repo in resources}
         except HarborError as exc:
             return self._end_execution(execution, "Failed", at, exc.message)
-        if policy.is_push and remote is not None and \
-                remote.url.rstrip("/") in self.unreachable:
-            return self._end_execution(
-                execution, "Failed", at, "failed to do the prepare work for pushing/"
-                f"uploading resources: Get \"{remote.url}/v2/\": dial tcp: connect: "
-                "connection refused")
         seconds = self.settings.task_seconds
         for repository, tags in resources.items():
             task = Task(
@@ -557,9 +616,23 @@ class Store:
     def execution_tasks(self, execution: Execution) -> list[Task]:
         return [self.tasks[i] for i in execution.task_ids if i in self.tasks]
 
+    def _refreshed_after(self, moment: float) -> float:
+        """The first status refresh at or after `moment` (a sweep every
+        `status_refresh_seconds`, phased from the store's start)."""
+        period = self.settings.status_refresh_seconds
+        if period <= 0:
+            return moment
+        return self.created + math.ceil((moment - self.created) / period) * period
+
     def execution_status(self, execution: Execution) -> tuple[str, float | None]:
         """Harbor's rule: running while any task is pending/running; then Failed if any
-        failed, Stopped if any stopped, else Succeed. End time: the last task's end."""
+        failed, Stopped if any stopped, else Succeed. End time: the last task's end.
+
+        An execution with tasks is closed only by Harbor's periodic status refresh, 0-30 s
+        after its last task ended (seen on Harbor 2.12.4; BACKENDS.md §2a says 20-30 s);
+        until then, and for good when `stuck`, it is InProgress with a zero end time
+        although its task counts say everything finished. One without tasks closes at
+        once."""
         tasks = self.execution_tasks(execution)
         if execution.final_status is not None and not tasks:
             return execution.final_status, execution.ended
@@ -567,6 +640,9 @@ class Store:
         if statuses & {"Pending", "InProgress"}:
             return "InProgress", None
         ended = max((t.ended for t in tasks if t.ended is not None), default=execution.ended)
+        if execution.stuck or (ended is not None and
+                               self.now() < self._refreshed_after(ended)):
+            return "InProgress", None
         if "Failed" in statuses:
             return "Failed", ended
         if "Stopped" in statuses:
@@ -788,6 +864,8 @@ class Store:
                 registry.id = self._next_id("registry")
             elif registry.id not in self.registries:
                 raise not_found(f"registry {registry.id} not found")
+            # Harbor lists registries in the database's order: an updated row moves last
+            self.registries.pop(registry.id, None)
             self.registries[registry.id] = registry
             return registry
 
@@ -871,6 +949,14 @@ class Store:
                 except cronlib.CronError as exc:
                     raise bad_request(f"invalid cron string for scheduled trigger: "
                                       f"{policy.cron}") from exc
+                # controller/replication/model: split on single spaces, as Harbor does
+                cron_parts = policy.cron.split(" ")
+                if cron_parts[0] != "0":
+                    raise bad_request("the 1st field (indicating Seconds of time) of the "
+                                      "cron setting must be 0")
+                if len(cron_parts) > 1 and cron_parts[1] == "*":
+                    raise bad_request("* is not allowed for the Minutes field of the cron "
+                                      "setting of replication policy")
             elif kind not in ("manual", "event_based"):
                 raise bad_request("invalid trigger type")
         # controller.validatePolicy: the registries must exist
@@ -979,6 +1065,28 @@ class Store:
                     task.ended = now
             return execution
 
+    def stick_next_execution(self) -> None:
+        """The next execution started is never closed (InProgress for good once its
+        tasks have finished), as seen on a real Harbor (BACKENDS.md §2a)."""
+        with self._lock:
+            self._stick_next = True
+
+    def set_stuck(self, execution_id: int, stuck: bool) -> None:
+        with self._lock:
+            self.get_execution(execution_id).stuck = stuck
+
+    def release_stuck(self) -> None:
+        with self._lock:
+            self._stick_next = False
+            for execution in self.executions.values():
+                execution.stuck = False
+
+    def set_status_refresh_seconds(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("status_refresh_seconds must not be negative")
+        with self._lock:
+            self.settings.status_refresh_seconds = seconds
+
     def get_task(self, execution_id: int, task_id: int) -> Task:
         with self._lock:
             execution = self.get_execution(execution_id)
@@ -1066,8 +1174,8 @@ class Store:
             stored_name = name
             if level == "project":
                 project = self.project_by_name(permissions[0]["namespace"])
-                if project is None:  # RequireProjectAccess on an unknown project
-                    raise forbidden()
+                if project is None:
+                    raise not_found(f"project {permissions[0]['namespace']} not found")
                 project_id = project.id
                 stored_name = f"{project.name}+{name}"
             self._check_scopes(permissions)
@@ -1103,12 +1211,12 @@ class Store:
             if robot.level != "system":
                 project = self.project_by_name(permissions[0]["namespace"])
                 if project is None:
-                    raise forbidden()
+                    raise not_found(f"project {permissions[0]['namespace']} not found")
                 if project.id != robot.project_id:
                     raise bad_request("cannot update the project id of robot")
             elif level == "project" and self.project_by_name(permissions[0]["namespace"]) \
                     is None:
-                raise forbidden()
+                raise not_found(f"project {permissions[0]['namespace']} not found")
             if level != robot.level or _str(body, "name") != robot.full_name:
                 raise bad_request("cannot update the level or name of robot")
             self._check_scopes(permissions)
@@ -1159,14 +1267,27 @@ class Store:
             return robot
 
     @staticmethod
-    def robot_can_pull(robot: Robot, project: Project) -> bool:
+    def robot_may(robot: Robot, project: Project, resource: str, action: str) -> bool:
+        """Whether the robot's permissions allow `resource:action` in the project (as
+        Harbor's RBAC evaluates a project-kind permission). Reading the project itself is
+        `project:read`: a robot with repository pull only gets 403 on GET /projects/{name}
+        (BACKENDS.md §2a)."""
         for perm in robot.permissions:
             if perm["kind"] != "project" or perm["namespace"] not in ("*", project.name):
                 continue
-            if any(a["resource"] in ("repository", "*") and a["action"] in ("pull", "*")
+            if any(a["resource"] in (resource, "*") and a["action"] in (action, "*")
                    and a.get("effect", "allow") != "deny" for a in perm["access"]):
                 return True
         return False
+
+    @staticmethod
+    def robot_has_any_permission(robot: Robot, project: Project) -> bool:
+        return any(perm["kind"] == "project" and perm["namespace"] in ("*", project.name)
+                   and perm["access"] for perm in robot.permissions)
+
+    @classmethod
+    def robot_can_pull(cls, robot: Robot, project: Project) -> bool:
+        return cls.robot_may(robot, project, "repository", "pull")
 
     # -------------------------------------------------------------------- state
 

@@ -65,8 +65,10 @@ def _registry_by_id(store: Store, registry_id: int) -> dict[str, Any]:
     return registry(store, item) if item else {"id": registry_id}
 
 
+# "filters" is null when there are none (seen on 2.12.4), never absent
 _POLICY_KEEP = frozenset({"dest_namespace_replace_count", "speed", "copy_by_chunk",
-                          "creation_time", "update_time", "src_registry", "dest_registry"})
+                          "creation_time", "update_time", "src_registry", "dest_registry",
+                          "filters"})
 
 
 def policy(store: Store, item: Policy) -> dict[str, Any]:
@@ -82,7 +84,7 @@ def policy(store: Store, item: Policy) -> dict[str, Any]:
         "dest_registry": _registry_by_id(store, item.dest_registry_id),
         "dest_namespace": item.dest_namespace,
         "dest_namespace_replace_count": item.dest_namespace_replace_count,
-        "trigger": trigger, "filters": filters,
+        "trigger": trigger, "filters": filters or None,
         "replicate_deletion": item.replicate_deletion, "deletion": item.replicate_deletion,
         "override": item.override, "enabled": item.enabled,
         "creation_time": fmt_time(item.created), "update_time": fmt_time(item.updated),
@@ -124,8 +126,8 @@ def robot(item: Robot) -> dict[str, Any]:
         "id": item.id, "name": item.full_name, "description": item.description,
         "level": item.level, "duration": item.duration, "editable": True,
         "disable": item.disabled, "expires_at": item.expires_at,
-        "permissions": permissions, "creation_time": fmt_time(item.created),
-        "update_time": fmt_time(item.updated)},
+        "permissions": permissions, "creator_ref": 1, "creator_type": "local",
+        "creation_time": fmt_time(item.created), "update_time": fmt_time(item.updated)},
         frozenset({"editable", "disable", "creation_time", "update_time"}))
 
 

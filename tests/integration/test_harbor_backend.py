@@ -12,12 +12,18 @@ from typing import Any
 import httpx
 import pytest
 
+from replication_operator.backends.harbor import docs
 from replication_operator.backends.harbor.backend import HarborBackend
-from replication_operator.backends.policies import PolicyFilter, PolicyRequest
+from replication_operator.backends.policies import PolicyFilter, PolicyRequest, Remote
 from replication_operator.backends.tokens import TokenRequest
 from replication_operator.credentials import Credentials
-from replication_operator.errors import NotFoundError, PermanentBackendError
+from replication_operator.errors import (
+    NotFoundError,
+    PermanentBackendError,
+    TransientBackendError,
+)
 from replication_operator.http import ServerConnection, ServerSettings
+from replication_operator.reconcile.policy import declared_registry
 
 pytestmark = pytest.mark.integration
 API = "/api/v2.0"
@@ -54,7 +60,7 @@ def writes(sim: Any) -> list[str]:
 def request(harbor_b: Any, name: str, **overrides: Any) -> PolicyRequest:
     values: dict[str, Any] = {
         "key": f"it/{name}", "name": f"it.{name}", "external_id": "", "adopted": False,
-        "remote": settings(harbor_b, "harbor-b"), "push": True, "patterns": ("library/*",),
+        "remote": Remote(settings(harbor_b, "harbor-b")), "push": True, "patterns": ("library/*",),
         "dest_namespace": "mirror", "filters": (PolicyFilter("tag", "v*"),)}
     values.update(overrides)
     return PolicyRequest(**values)
@@ -152,7 +158,9 @@ async def test_deletion_stops_a_running_execution(
     try:
         execution_id = await backend.run_policy(policy_id)
         harbor_a.store.requests.clear()
-        await backend.delete_policy(req.name, policy_id)
+        # the stopped execution closes at Harbor's next status refresh: until then the
+        # deletion is refused (412) and retried, as the operator's finalizer does
+        await until(lambda: _deleted(backend, req.name, policy_id), what="the deletion")
     finally:
         harbor_a.store.set_task_seconds(2.0)
     order = writes(harbor_a)
@@ -212,3 +220,118 @@ async def test_robot_tokens(backend: HarborBackend, harbor_a: Any,
     assert (await robots.observe_token(two_projects)).up_to_date
     await robots.delete_token(name)
     assert not (await robots.observe_token(two_projects)).exists
+
+
+async def test_writes_after_reads_carry_no_session_cookie(harbor_a: Any, harbor_b: Any,
+                                                          unique_name: Callable[[str], str]
+                                                          ) -> None:
+    """Harbor sets `sid` on every answer and refuses writes that send it back without a
+    CSRF token (BACKENDS.md §2a): every write of a fresh connection after its first read
+    must still be accepted, and no request may carry the cookie."""
+    conn = ServerConnection(settings(harbor_a, "fresh"))
+    backend = HarborBackend(conn, lambda s: ServerConnection(s))
+    harbor_a.store.requests.clear()
+    try:
+        await backend.probe()
+        req = request(harbor_b, unique_name("fresh"))
+        assert not (await backend.observe_policy(req, max_age=0)).exists
+        policy_id = await backend.create_policy(req)
+        await backend.delete_policy(req.name, policy_id)
+    finally:
+        await conn.aclose()
+    logged = harbor_a.store.requests.list()
+    assert [r for r in logged if r.method == "POST"], "the test must have written"
+    assert not [f"{r.method} {r.path}" for r in logged if r.session]
+    assert all(r.status != 403 for r in logged)
+
+
+async def test_registry_refusals_say_which_registry_and_what_to_check(
+        backend: HarborBackend, harbor_b: Any, unique_name: Callable[[str], str]) -> None:
+    wrong = Remote(ServerSettings(
+        key=f"it/{unique_name('wrong')}", type="harbor", url=harbor_b.url, auth_type="basic",
+        credentials=Credentials(username=harbor_b.username, password="not-the-password")))
+    with pytest.raises(PermanentBackendError) as refused:
+        await backend.registries.ensure(wrong, max_age=0)
+    message = refused.value.message
+    assert refused.value.code == "RegistryUnhealthy"
+    assert docs.registry_name(wrong) in message and "auth Secret of DatabaseServer" in message
+    assert "not-the-password" not in message
+
+    down = Remote(ServerSettings(key=f"it/{unique_name('down')}", type="harbor",
+                                 url="http://127.0.0.1:9"))
+    with pytest.raises(TransientBackendError) as unreachable:
+        await backend.registries.ensure(down, max_age=0)
+    assert docs.registry_name(down) in unreachable.value.message
+    assert "http://127.0.0.1:9" in unreachable.value.message
+
+
+async def test_a_plain_registry_as_the_other_side(backend: HarborBackend, harbor_a: Any,
+                                                 registry: Any,
+                                                 unique_name: Callable[[str], str]) -> None:
+    """A real Distribution registry (htpasswd auth), declared in the policy: Harbor checks
+    it with a real request to its /v2/ with the credential, as the real Harbor does."""
+    block = {"type": "docker-registry", "url": registry.url, "secretRef": {"name": "mirror"}}
+    right = {"username": registry.username, "password": registry.password}
+    remote = declared_registry("it", "spec.target.registry", block, right)
+    name = unique_name("mirror")
+    req = request(harbor_a, name, remote=remote)  # the remote is the registry, not harbor_b
+    backend.validate(req)
+    policy_id = await backend.create_policy(req)
+    req = dataclasses.replace(req, external_id=policy_id)
+    seen = await backend.observe_policy(req, max_age=0)
+    assert seen.up_to_date, seen.differences
+    [entry] = seen.registries
+    stored = harbor_a.store.get_registry(entry["id"])
+    assert (stored.type, stored.url, stored.access_key) == (
+        "docker-registry", registry.url, registry.username)
+    assert entry == {"name": docs.registry_name(remote), "id": stored.id, "url": registry.url}
+
+    wrong = declared_registry("it", "spec.target.registry", block,
+                              {**right, "password": "not-the-password"})
+    with pytest.raises(PermanentBackendError) as refused:
+        await backend.observe_policy(dataclasses.replace(req, remote=wrong), max_age=0)
+    assert refused.value.code == "RegistryUnhealthy"
+    assert "Secret 'mirror' (spec.target.registry.secretRef)" in refused.value.message
+    assert harbor_a.store.get_registry(stored.id).access_secret == registry.password
+
+    harbor_a.store.get_registry(stored.id).url = "http://127.0.0.1:9"  # edited by hand
+    seen = await backend.observe_policy(req, max_age=0)
+    assert seen.registry_actions == [f"updated registry {entry['name']} (url)"]
+    assert harbor_a.store.get_registry(stored.id).url == registry.url
+
+    removed = await backend.delete_policy(req.name, policy_id)
+    assert removed == [entry["name"]]
+
+
+async def test_an_execution_harbor_does_not_close(backend: HarborBackend, harbor_a: Any,
+                                                 harbor_b: Any,
+                                                 unique_name: Callable[[str], str]) -> None:
+    project = unique_name("stuck")
+    harbor_a.store.set_task_seconds(0.2)
+    harbor_a.store.push_artifact(project, "app", "1")
+    req = request(harbor_b, unique_name("stuck"), patterns=(f"{project}/**",), filters=())
+    policy_id = await backend.create_policy(req)
+    req = dataclasses.replace(req, external_id=policy_id)
+    harbor_a.store.stick_next_execution()
+    execution_id = await backend.run_policy(policy_id)
+
+    async def tasks_ended() -> Any:
+        seen = await backend.observe_policy(req, max_age=0, follow=[execution_id])
+        return next((e for e in seen.executions if e.id == execution_id and e.tasks_finished),
+                    None)
+
+    execution = await until(tasks_ended, what="the tasks of the execution to end")
+    assert (execution.status, execution.outcome, execution.end_time) == (
+        "InProgress", "Succeed", None)
+    with pytest.raises(TransientBackendError, match="has not closed execution"):
+        await backend.delete_policy(req.name, policy_id)
+    harbor_a.store.release_stuck()
+    await until(lambda: _deleted(backend, req.name, policy_id), what="the policy to go")
+
+
+async def _deleted(backend: HarborBackend, name: str, policy_id: str) -> bool:
+    try:
+        await backend.delete_policy(name, policy_id)
+    except TransientBackendError:
+        return False
+    return True

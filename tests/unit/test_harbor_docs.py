@@ -10,14 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from replication_operator.backends.harbor import docs
-from replication_operator.backends.policies import PolicyFilter, PolicyRequest
+from replication_operator.backends.policies import PolicyFilter, PolicyRequest, Remote
 from replication_operator.credentials import Credentials
-from replication_operator.errors import SpecError
+from replication_operator.errors import MissingReferenceError, SpecError
 from replication_operator.http import ServerSettings
+from replication_operator.reconcile.policy import declared_registry
 
-REMOTE = ServerSettings(key="team/harbor-dr", type="harbor", url="https://dr.example.net/",
-                        auth_type="basic",
-                        credentials=Credentials(username="admin", password="s3cret-Pw"))
+REMOTE = Remote(ServerSettings(key="team/harbor-dr", type="harbor",
+                               url="https://dr.example.net/", auth_type="basic",
+                               credentials=Credentials(username="admin", password="s3cret-Pw")))
 
 
 def request(**overrides: Any) -> PolicyRequest:
@@ -84,6 +85,11 @@ def test_pull_policy_and_schedule() -> None:
 @pytest.mark.parametrize(("overrides", "field"), [
     ({"trigger": "continuous"}, "spec.trigger.type"),
     ({"trigger": "scheduled", "schedule": "61 * * * *"}, "spec.trigger.schedule"),
+    # what Harbor refuses (BACKENDS.md §2a and its policy model): seconds other than 0,
+    # and `*` as the minutes field
+    ({"trigger": "scheduled", "schedule": "30 0 3 * * *"}, "seconds field must be 0"),
+    ({"trigger": "scheduled", "schedule": "* * * * *"}, "minutes field"),
+    ({"trigger": "scheduled", "schedule": "0 * 3 * * *"}, "minutes field"),
 ])
 def test_refusals_name_the_field(overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError, match=field.replace(".", r"\.")):
@@ -180,11 +186,53 @@ def test_registry_body_and_differences() -> None:
 
 
 def test_registry_credential_by_auth_type() -> None:
-    anonymous = ServerSettings(key="t/h", type="harbor", url="http://h")
+    anonymous = Remote(ServerSettings(key="t/h", type="harbor", url="http://h"))
     assert "credential" not in docs.registry_body(anonymous)
     with pytest.raises(SpecError, match=r"spec\.auth\.type 'iam'"):
-        docs.registry_credential(ServerSettings(key="t/h", type="harbor", url="http://h",
-                                                auth_type="iam"))
+        docs.registry_credential(Remote(ServerSettings(key="t/h", type="harbor",
+                                                       url="http://h", auth_type="iam")))
+
+
+def test_registry_names_fit_harbors_64_characters() -> None:
+    long_key = "a" * 63 + "/" + "b" * 200
+    name = docs.registry_name(Remote(ServerSettings(key=long_key, type="harbor",
+                                                    url="http://h")))
+    assert len(name) <= 64 and name.startswith("dbops." + "a" * 20)
+    again = docs.registry_name(Remote(ServerSettings(key=long_key, type="harbor",
+                                                     url="http://h")))
+    other = docs.registry_name(Remote(ServerSettings(key=long_key + "c", type="harbor",
+                                                     url="http://h")))
+    assert name == again and name != other
+
+
+def test_declared_registry_identity_credentials_and_errors() -> None:
+    block = {"type": "docker-registry", "url": "https://mirror.example.net/",
+             "secretRef": {"name": "mirror"}}
+    remote = declared_registry("team", "spec.target.registry", block,
+                               {"username": "bot", "password": "pw-1"})
+    body = docs.registry_body(remote)
+    assert body["type"] == "docker-registry" and body["url"] == "https://mirror.example.net"
+    assert body["credential"] == {"type": "basic", "access_key": "bot", "access_secret": "pw-1"}
+    assert body["name"].startswith("dbops.team.docker-registry-")
+    rotated = declared_registry("team", "spec.target.registry", block,
+                                {"username": "bot", "password": "pw-2"})
+    assert docs.registry_name(rotated) == body["name"], "the Secret's content is no identity"
+    moved = declared_registry("team", "spec.target.registry",
+                              {**block, "url": "https://other.example.net"},
+                              {"username": "bot", "password": "pw-1"})
+    assert docs.registry_name(moved) != body["name"]
+    anonymous = declared_registry("team", "spec.source.registry",
+                                  {"type": "docker-hub", "url": "https://hub.docker.com"}, None)
+    assert "credential" not in docs.registry_body(anonymous)
+    oauth = declared_registry("team", "spec.target.registry",
+                              {**block, "credentialType": "oauth"}, {"password": "tok"})
+    assert docs.registry_body(oauth)["credential"] == {
+        "type": "oauth", "access_key": "", "access_secret": "tok"}
+    with pytest.raises(MissingReferenceError, match=r"spec\.target\.registry\.secretRef"):
+        declared_registry("team", "spec.target.registry", block, None)
+    with pytest.raises(MissingReferenceError, match="'password'"):
+        declared_registry("team", "spec.target.registry", block, {"username": "bot"})
+    assert "pw-1" not in remote.credential_hint() and "mirror" in remote.credential_hint()
 
 
 def test_owner_marker_round_trip() -> None:

@@ -19,6 +19,7 @@ from replication_operator.backends.tokens import TokenRequest
 from replication_operator.errors import SpecError, TransientBackendError
 from replication_operator.reconcile.policy import (
     RunVerb,
+    finished_message,
     merge_history,
     needs_failed_tasks,
     newly_finished,
@@ -137,13 +138,15 @@ def test_robot_levels_and_names() -> None:
     one = robot_body(token(read=("library",), write=("library",), days=30))
     assert one["level"] == "project" and one["duration"] == 30
     assert full_name(one) == "robot$library+ns.t"
-    assert {a["action"] for a in one["permissions"][0]["access"]} == {"pull", "push"}
+    assert {(a["resource"], a["action"]) for a in one["permissions"][0]["access"]} == {
+        ("repository", "pull"), ("repository", "push"), ("repository", "list"),
+        ("project", "read")}  # pull alone cannot read a private project (BACKENDS.md §2a)
     many = robot_body(token(read=("a",), write=("b",)))
     assert many["level"] == "system" and full_name(many) == "robot$ns.t"
     assert many["duration"] == -1
     grants = {p["namespace"]: sorted(a["action"] for a in p["access"])
               for p in many["permissions"]}
-    assert grants == {"a": ["pull"], "b": ["pull", "push"]}
+    assert grants == {"a": ["list", "pull", "read"], "b": ["list", "pull", "push", "read"]}
     everything = robot_body(token(full=True))
     assert everything["permissions"][0]["namespace"] == "*"
     with pytest.raises(SpecError, match=r"spec\.permissions"):
@@ -156,11 +159,43 @@ def test_robot_matching_and_differences() -> None:
     desired = robot_body(token(read=("a",)))
     observed = {**desired, "name": full_name(desired), "id": 4,
                 "permissions": [{"kind": "project", "namespace": "a",
-                                 "access": [{"resource": "repository", "action": "pull"}]}]}
+                                 "access": [{"resource": r, "action": a} for r, a in (
+                                     ("project", "read"), ("repository", "list"),
+                                     ("repository", "pull"))]}]}
     assert robot_differences(desired, observed) == []
+    pull_only = {**observed, "permissions": [{"kind": "project", "namespace": "a", "access": [
+        {"resource": "repository", "action": "pull"}]}]}
+    assert robot_differences(desired, pull_only) == ["permissions"]  # an older robot: widened
     widened = robot_body(token(read=("a",), write=("a",)))
     assert robot_differences(widened, observed) == ["permissions"]
     assert robot_differences(robot_body(token(read=("a", "b"))), observed) == [
         "permissions (robot level)"]
     assert robot_differences(desired, {**observed, "disable": True}) == [
         "disabled on the server"]
+
+
+def test_an_execution_harbor_never_closes_is_reported_by_its_counts() -> None:
+    """BACKENDS.md §2a: InProgress with succeed == total, in_progress == 0, no end time."""
+    open_done = ex(7, "InProgress", total=3, succeeded=2, failed=1, in_progress=0)
+    assert open_done.tasks_finished and open_done.settled and open_done.outcome == "Failed"
+    assert open_done.as_status()["tasksFinished"] is True
+    running = ex(8, "InProgress", total=3, succeeded=1, in_progress=2)
+    assert not running.tasks_finished and running.outcome == "InProgress"
+    assert not ex(9, "InProgress").tasks_finished, "no tasks yet is not finished"
+    assert "tasksFinished" not in ex(10, "Succeed", total=1, succeeded=1).as_status()
+
+    # the event comes once, when the tasks end, not again when Harbor closes it late
+    before = [ex(7, "InProgress", total=3, succeeded=1, in_progress=2)]
+    assert [e.id for e in newly_finished(before, [open_done])] == [7]
+    assert newly_finished([open_done], [ex(7, "Failed", total=3, succeeded=2, failed=1)]) == []
+    assert needs_failed_tasks([open_done], {})
+    message = finished_message(open_done)
+    assert "Failed" in message and "has not closed" in message
+
+    seen = PolicyObservation(exists=True, external_id="12")
+    status = policy_status(previous={}, generation=1, seen=seen, history=[open_done],
+                           history_limit=5, error=None, next_run=None, failed_tasks=[],
+                           fields={}, now=NOW)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and "has not closed" in ready["message"]
+    assert status["lastExecution"]["tasksFinished"] is True

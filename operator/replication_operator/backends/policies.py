@@ -25,6 +25,31 @@ class PolicyFilter:
 
 
 @dataclass(frozen=True)
+class Remote:
+    """The other side of a policy, as the server holding the policy should reach it: a
+    DatabaseServer, or a plain registry declared in the policy itself (`registry` of
+    spec.source / spec.target: a Distribution, Docker Hub, Quay, ECR, ... endpoint the
+    operator never talks to itself)."""
+
+    settings: ServerSettings  # url, auth, credentials, TLS; `key` names what it stands for
+    registry_type: str = "harbor"  # the kind of registry endpoint (Harbor's type names)
+    declared_at: str = ""  # "" for a DatabaseServer, else the spec field declaring it
+    secret: str = ""  # the Secret holding its credential (named in messages, never read)
+
+    @property
+    def name(self) -> str:
+        """What a user calls it: the DatabaseServer's name, or the declared URL."""
+        return self.settings.url if self.declared_at else self.settings.key.split("/")[-1]
+
+    def credential_hint(self) -> str:
+        if self.declared_at:
+            where = f"Secret {self.secret!r} ({self.declared_at}.secretRef)" if self.secret \
+                else f"{self.declared_at} (no secretRef: anonymous)"
+            return where
+        return f"the auth Secret of DatabaseServer {self.name!r}"
+
+
+@dataclass(frozen=True)
 class PolicyRequest:
     """What the user declared, resolved against the two servers."""
 
@@ -32,7 +57,7 @@ class PolicyRequest:
     name: str  # the policy's name on the server
     external_id: str  # the policy's id on the server, if known ("" before creation)
     adopted: bool  # spec.externalName given: the policy exists, take it over
-    remote: ServerSettings  # the other side of the replication
+    remote: Remote  # the other side of the replication
     push: bool  # True: this server → remote; False: remote → this server (pull)
     patterns: tuple[str, ...]
     dest_namespace: str = ""
@@ -78,11 +103,33 @@ class Execution:
     def running(self) -> bool:
         return self.status == IN_PROGRESS
 
+    @property
+    def tasks_finished(self) -> bool:
+        """Every task has ended, but the server still says the execution runs. Harbor
+        closes an execution 20-30 s after its last task, and sometimes never (BACKENDS.md
+        §2a): the counts are the truth then, not the status."""
+        return self.running and self.total > 0 and self.in_progress == 0 and \
+            self.succeeded + self.failed + self.stopped >= self.total
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more will happen: finished, or every task has ended."""
+        return not self.running or self.tasks_finished
+
+    @property
+    def outcome(self) -> str:
+        """The status, or what the task counts say once every task has ended."""
+        if not self.tasks_finished:
+            return self.status
+        return FAILED if self.failed else STOPPED if self.stopped else SUCCEED
+
     def as_status(self) -> dict[str, Any]:
         item: dict[str, Any] = {
             "id": self.id, "status": self.status, "trigger": self.trigger,
             "total": self.total, "succeeded": self.succeeded, "failed": self.failed,
             "inProgress": self.in_progress, "stopped": self.stopped}
+        if self.tasks_finished:
+            item["tasksFinished"] = True
         for key, value in (("statusText", self.status_text), ("startTime", self.start_time),
                            ("endTime", self.end_time)):
             if value:

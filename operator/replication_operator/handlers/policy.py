@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from replication_operator import GROUP, VERSION, events
+from replication_operator import GROUP, VERSION, events, kube
 from replication_operator.backends.policies import (
     FAILED,
     STOPPED,
@@ -21,6 +21,7 @@ from replication_operator.backends.policies import (
     PolicyFilter,
     PolicyObservation,
     PolicyRequest,
+    Remote,
 )
 from replication_operator.config import RUN_REQUESTED
 from replication_operator.context import OperatorContext
@@ -30,6 +31,7 @@ from replication_operator.metrics import RECONCILE_SECONDS, RECONCILES
 from replication_operator.reconcile.policy import (
     RunDecision,
     RunVerb,
+    declared_registry,
     finished_message,
     merge_history,
     needs_failed_tasks,
@@ -54,12 +56,29 @@ def policy_name(namespace: str, name: str) -> str:
 
 
 def holder_of(spec: Mapping[str, Any]) -> str:
-    """The server holding the policy: spec.server, by default the source (push)."""
-    holder = str(spec.get("server") or spec["source"]["server"])
-    if holder not in (spec["source"]["server"], spec["target"]["server"]):
+    """The server holding the policy: spec.server, by default the source (push), or the
+    side that is a DatabaseServer when the other is a declared registry."""
+    sides = [str(spec[side]["server"]) for side in ("source", "target")
+             if spec[side].get("server")]
+    if not sides:
+        raise SpecError("spec.source.server or spec.target.server must name the Harbor "
+                        "DatabaseServer holding the policy")
+    holder = str(spec.get("server") or sides[0])
+    if holder not in sides:
         raise SpecError("spec.server must name spec.source.server (push) or "
                         "spec.target.server (pull)")
     return holder
+
+
+async def remote_of(ctx: OperatorContext, namespace: str, spec: Mapping[str, Any],
+                    side: str) -> Remote:
+    """The other side: a DatabaseServer, or a registry declared in the spec."""
+    block = spec[side]
+    if block.get("server"):
+        return Remote((await ctx.servers.get(namespace, block["server"])).settings)
+    ref = block["registry"].get("secretRef") or {}
+    secret = await kube.read_secret(namespace, ref["name"]) if ref else None
+    return declared_registry(namespace, f"spec.{side}.registry", block["registry"], secret)
 
 
 def driver_of(entry: ServerEntry) -> PolicyDriver:
@@ -74,15 +93,15 @@ def driver_of(entry: ServerEntry) -> PolicyDriver:
 async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping[str, Any],
                   previous: Mapping[str, Any]) -> tuple[PolicyDriver, PolicyRequest]:
     holder = holder_of(spec)
-    push = holder == spec["source"]["server"]
-    remote = spec["target"]["server"] if push else spec["source"]["server"]
+    push = holder == spec["source"].get("server")
     driver = driver_of(await ctx.servers.get(namespace, holder))
     target, trigger = spec["target"], spec.get("trigger") or {}
     request = PolicyRequest(
         key=f"{namespace}/{name}", name=policy_name(namespace, name),
         external_id=str(spec.get("externalName") or previous.get("externalName") or ""),
         adopted=bool(spec.get("externalName")),
-        remote=(await ctx.servers.get(namespace, remote)).settings, push=push,
+        remote=await remote_of(ctx, namespace, spec, "target" if push else "source"),
+        push=push,
         patterns=tuple(spec["source"]["databases"]),
         dest_namespace=str(target.get("namespace") or ""),
         dest_namespace_replace_count=int(target.get("namespaceReplaceCount", -1)),
@@ -108,16 +127,23 @@ async def honour_run_request(body: kopf.Body, driver: PolicyDriver, request: Pol
     execution_id = await driver.run_policy(seen.external_id)
     events.normal(body, "RunStarted",
                   f"started execution {execution_id} ({RUN_REQUESTED}={requested})")
-    return await driver.observe_policy(
+    after = await driver.observe_policy(
         dataclasses.replace(request, external_id=seen.external_id), max_age=0, follow=follow)
+    report_registry_actions(body, after)
+    return after
+
+
+def report_registry_actions(body: kopf.Body, seen: PolicyObservation) -> None:
+    for message in seen.registry_actions:
+        events.normal(body, "RegistryUpdated", message)
 
 
 def report_finished(body: kopf.Body, finished: list[Execution]) -> None:
     """An Event per execution that finished since the last look."""
     for execution in finished:
         reason = {FAILED: "ExecutionFailed", STOPPED: "ExecutionStopped"}.get(
-            execution.status, "ExecutionSucceeded")
-        emit = events.warning if execution.status == FAILED else events.normal
+            execution.outcome, "ExecutionSucceeded")
+        emit = events.warning if execution.outcome == FAILED else events.normal
         emit(body, reason, finished_message(execution))
 
 
@@ -130,7 +156,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         spec, previous = body.spec, dict(body.get("status") or {})
         generation = body.meta.get("generation")
         known = previous_history(previous)
-        follow = [e.id for e in known if e.running]
+        follow = [e.id for e in known if not e.settled]
         seen: PolicyObservation | None = None
         error: BackendError | None = None
         next_run: str | None = None
@@ -141,8 +167,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             try:
                 driver, request = await resolve(ctx, ns, name, spec, previous)
                 seen = await driver.observe_policy(request, max_age=max_age, follow=follow)
-                for message in seen.registry_actions:
-                    events.normal(body, "RegistryUpdated", message)
+                report_registry_actions(body, seen)
                 action = plan(key=request.key, external_name=request.name, seen=seen,
                               suspend=False, suspend_deletes=False, adopted=request.adopted,
                               spec_changed=previous.get("observedGeneration") != generation,
@@ -157,6 +182,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                     emit = events.warning if action.reason == "DriftCorrected" else events.normal
                     emit(body, action.reason, action.message)
                     seen = await driver.observe_policy(request, max_age=0, follow=follow)
+                    report_registry_actions(body, seen)
                 requested = body.metadata.annotations.get(RUN_REQUESTED)
                 decision = run_decision(requested=requested,
                                         honoured=previous.get("lastRunRequest"),

@@ -4,6 +4,8 @@ status says: runs on request, execution history, next run (pure functions)."""
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,8 +17,11 @@ from replication_operator.backends.policies import (
     Execution,
     FailedTask,
     PolicyObservation,
+    Remote,
 )
-from replication_operator.errors import BackendError
+from replication_operator.credentials import Credentials
+from replication_operator.errors import BackendError, MissingReferenceError
+from replication_operator.http import ServerSettings
 from replication_operator.status import (
     READY,
     RECONCILING,
@@ -27,6 +32,42 @@ from replication_operator.status import (
     healthy_conditions,
     merge_conditions,
 )
+
+
+def declared_registry(namespace: str, field: str, block: Mapping[str, Any],
+                      secret: Mapping[str, str] | None) -> Remote:
+    """A plain registry declared in a policy (`field` is e.g. "spec.target.registry") as
+    the remote of a Harbor policy. Its identity (and so its Harbor registry, shared by
+    the namespace's policies that declare the same one) is the declaration itself:
+    type, URL, TLS choice and the Secret reference, never the Secret's content."""
+    identity = {k: block.get(k) for k in ("type", "url", "insecure", "credentialType",
+                                          "secretRef")}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    ref = block.get("secretRef") or {}
+    credentials, auth_type = Credentials(), "none"
+    if ref:
+        name = str(ref["name"])
+        if secret is None:
+            raise MissingReferenceError(f"Secret {name!r} ({field}.secretRef) not found")
+
+        def value(key_field: str, default: str, required: bool) -> str:
+            key = str(ref.get(key_field) or default)
+            found = secret.get(key, "")
+            if required and not found:
+                raise MissingReferenceError(f"Secret {name!r} ({field}.secretRef) has no key "
+                                            f"{key!r}")
+            return found
+
+        oauth = block.get("credentialType") == "oauth"
+        credentials = Credentials(username=value("usernameKey", "username", not oauth),
+                                  password=value("passwordKey", "password", True))
+        auth_type = "bearer" if oauth else "basic"
+    settings = ServerSettings(
+        key=f"{namespace}/{block['type']}-{digest}", type=str(block["type"]),
+        url=str(block["url"]).rstrip("/"), auth_type=auth_type, credentials=credentials,
+        insecure_skip_verify=bool(block.get("insecure", False)))
+    return Remote(settings, registry_type=str(block["type"]), declared_at=field,
+                  secret=str(ref.get("name") or ""))
 
 
 class RunVerb(enum.Enum):
@@ -74,33 +115,41 @@ def merge_history(previous: Sequence[Execution], observed: Sequence[Execution],
 
 def newly_finished(previous: Sequence[Execution], observed: Sequence[Execution]
                    ) -> list[Execution]:
-    """Executions that finished since the last look, oldest first. On the first look
-    (nothing known yet) history is not news."""
+    """Executions that settled (finished, or every task ended) since the last look,
+    oldest first; each is news once, not again when the server closes it late. On the
+    first look (nothing known yet) history is not news."""
     if not previous:
         return []
     before = {e.id: e for e in previous}
     newest_known = max(before)
-    return sorted((e for e in observed if not e.running and (
-        (e.id in before and before[e.id].running) or
+    return sorted((e for e in observed if e.settled and (
+        (e.id in before and not before[e.id].settled) or
         (e.id not in before and e.id > newest_known))), key=lambda e: e.id)
 
 
 def needs_failed_tasks(history: Sequence[Execution], previous: Mapping[str, Any]) -> bool:
     """The newest execution failed and the status does not list its failed tasks yet
     (they are read once: a finished execution never changes)."""
-    if not history or history[0].status != FAILED:
+    if not history or history[0].outcome != FAILED:
         return False
     before = previous.get("lastExecution") or {}
     return not (before.get("id") == history[0].id and before.get("failedTasks"))
 
 
+def not_closed_note(execution: Execution) -> str:
+    return (f"all {execution.total} tasks of execution {execution.id} have ended, but "
+            f"Harbor has not closed the execution (it still says InProgress)")
+
+
 def finished_message(execution: Execution) -> str:
-    text = (f"execution {execution.id} ({execution.trigger or 'manual'}) {execution.status}: "
+    text = (f"execution {execution.id} ({execution.trigger or 'manual'}) {execution.outcome}: "
             f"{execution.succeeded} of {execution.total} tasks succeeded")
     if execution.failed:
         text += f", {execution.failed} failed"
     if execution.stopped:
         text += f", {execution.stopped} stopped"
+    if execution.tasks_finished:
+        text += f"; {not_closed_note(execution)}"
     return text + (f" ({execution.status_text})" if execution.status_text else "")
 
 
@@ -117,7 +166,7 @@ def _last_execution(last: Execution | None, failed_tasks: Sequence[FailedTask] |
     if last is None:
         return None
     item = last.as_status()
-    if last.status == FAILED:
+    if last.outcome == FAILED:
         before = previous.get("lastExecution") or {}
         if failed_tasks is not None:
             item["failedTasks"] = [t.as_status() for t in failed_tasks]
@@ -142,8 +191,10 @@ def policy_status(*, previous: Mapping[str, Any] | None, generation: int | None,
                       Condition(SYNCED, True, "ReconcileSuccess"),
                       Condition(RECONCILING, True, "Creating"), Condition(STALLED, False, "Idle")]
     else:
-        summary = (f"policy {seen.external_id} in sync; " +
-                   (f"last execution {last.id} {last.status}" if last else "no execution yet"))
+        summary = f"policy {seen.external_id} in sync; " + (
+            "no execution yet" if last is None else
+            f"last execution {last.id} {last.outcome} ({not_closed_note(last)})"
+            if last.tasks_finished else f"last execution {last.id} {last.status}")
         conditions = healthy_conditions("PolicyInSync", summary)
     status: dict[str, Any] = {
         "observedGeneration": generation,

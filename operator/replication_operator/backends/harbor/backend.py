@@ -25,6 +25,7 @@ from replication_operator.backends.policies import (
     FailedTask,
     PolicyObservation,
     PolicyRequest,
+    Remote,
 )
 from replication_operator.backends.snapshot import Snapshot
 from replication_operator.errors import (
@@ -38,6 +39,28 @@ from replication_operator.http import ServerConnection, ServerSettings
 
 STOP_WAIT = 20.0  # seconds a deletion waits for stopped executions before retrying later
 STOP_POLL = 0.5
+
+
+def _still_running(external_id: str, running: list[Execution]) -> str:
+    """Why Harbor refused to delete the policy (412: executions not in a final state)."""
+    unclosed = [e.id for e in running if e.tasks_finished]
+    if running and len(unclosed) == len(running):
+        return (f"Harbor refuses to delete replication policy {external_id} while it has "
+                f"not closed execution(s) {', '.join(map(str, unclosed))}: all their tasks "
+                f"have ended, but Harbor still says InProgress (it closes executions 20-30 "
+                f"s late, sometimes never); deletion retries")
+    return (f"replication policy {external_id} still has running executions; they were "
+            f"asked to stop and deletion retries")
+
+
+def registry_status(remote: Remote, registry_id: int) -> dict[str, Any]:
+    """The `status.registries` entry: Harbor's name and id, and what it stands for."""
+    entry: dict[str, Any] = {"name": docs.registry_name(remote), "id": registry_id}
+    if remote.declared_at:
+        entry["url"] = remote.settings.url
+    else:
+        entry["server"] = remote.name
+    return entry
 
 
 class HarborBackend:
@@ -99,14 +122,22 @@ class HarborBackend:
 
     def validate(self, request: PolicyRequest) -> None:
         side = "target" if request.push else "source"
-        if request.remote.type != "harbor":
+        remote = request.remote
+        if not remote.declared_at and remote.settings.type != "harbor":
             raise SpecError(f"spec.{side}.server: a Harbor policy replicates with another "
-                            f"Harbor; DatabaseServer {request.remote.key.split('/')[-1]!r} is "
-                            f"of type {request.remote.type}")
-        if request.remote.key == self.conn.settings.key:
-            raise SpecError(f"spec.{side}.server: source and target are the same Harbor")
+                            f"Harbor, or with a registry declared in spec.{side}.registry; "
+                            f"DatabaseServer {remote.name!r} is of type "
+                            f"{remote.settings.type}")
+        if remote.registry_type not in docs.REGISTRY_TYPES:
+            raise SpecError(f"{remote.declared_at or f'spec.{side}'}.type "
+                            f"{remote.registry_type!r} is not a registry type Harbor knows "
+                            f"(allowed: {', '.join(docs.REGISTRY_TYPES)})")
+        own = self.conn.settings
+        if remote.settings.key == own.key or \
+                remote.settings.url.rstrip("/") == own.url.rstrip("/"):
+            raise SpecError(f"spec.{side}: source and target are the same Harbor")
         docs.policy_body(request, name=request.name, registry_id=1)  # trigger, schedule
-        docs.registry_credential(request.remote)
+        docs.registry_credential(remote)
 
     async def observe_policy(self, request: PolicyRequest, *, max_age: float,
                              follow: Collection[int] = ()) -> PolicyObservation:
@@ -114,8 +145,8 @@ class HarborBackend:
         if policy is None:
             return PolicyObservation.absent()
         external_id = str(policy["id"])
-        registry_id, registry_actions = await self.registries.ensure(request.remote,
-                                                                     max_age=max_age)
+        registry_id, _ = await self.registries.ensure(request.remote, max_age=max_age)
+        registry_actions = self.registries.drain(request.remote)
         desired = docs.policy_body(request, name=self._name(request, policy),
                                    registry_id=registry_id)
         differences = docs.policy_differences(desired, policy)
@@ -125,7 +156,7 @@ class HarborBackend:
             up_to_date=not differences, differences=differences,
             owner=docs.owner_of(policy.get("description")), executions=executions,
             gone=gone,
-            registries=[{"server": request.remote.key.split("/")[-1], "id": registry_id}],
+            registries=[registry_status(request.remote, registry_id)],
             registry_actions=registry_actions, handle={"policy": policy})
 
     async def _executions(self, external_id: str, follow: Collection[int], *,
@@ -204,13 +235,12 @@ class HarborBackend:
         if policy is None:
             return []
         external_id = str(policy["id"])
-        await self._stop_running(external_id)
+        running = await self._stop_running(external_id)
         response = await self.conn.request(
             "DELETE", f"{API}/replication/policies/{external_id}", allow=(404, 412))
         self._policies.invalidate()
         if response.status_code == 412:
-            raise TransientBackendError(f"replication policy {external_id} still has running "
-                                        f"executions; deletion retries", code="Stopping")
+            raise TransientBackendError(_still_running(external_id, running), code="Stopping")
         registries = {docs.registry_id(policy.get(s)) for s in ("src_registry", "dest_registry")}
         return await self.registries.remove_unused(
             registries, (await self._policies.get(0)).values())
@@ -219,16 +249,22 @@ class HarborBackend:
         return await list_all(self.conn, "/replication/executions",
                               {"policy_id": external_id, "status": "InProgress"})
 
-    async def _stop_running(self, external_id: str) -> None:
-        running = await self._running(external_id)
+    async def _stop_running(self, external_id: str) -> list[Execution]:
+        """Stop the policy's running executions and wait (bounded) until their tasks
+        have ended; the executions still open. Harbor closes an execution only 20-30 s
+        after its tasks end (sometimes never), so that is not waited for here: the
+        deletion retries instead."""
+        running = [docs.execution_from(e) for e in await self._running(external_id)]
         for execution in running:
-            await self.conn.request("PUT", f"{API}/replication/executions/{execution['id']}",
-                                    allow=(404,))
+            if not execution.tasks_finished:
+                await self.conn.request(
+                    "PUT", f"{API}/replication/executions/{execution.id}", allow=(404,))
         deadline = time.monotonic() + STOP_WAIT
-        while running and time.monotonic() < deadline:
+        while any(not e.tasks_finished for e in running) and time.monotonic() < deadline:
             await asyncio.sleep(STOP_POLL)  # the server stops tasks asynchronously
-            running = await self._running(external_id)
+            running = [docs.execution_from(e) for e in await self._running(external_id)]
         self._recent.invalidate()
+        return running
 
     async def run_policy(self, external_id: str) -> int:
         try:

@@ -9,14 +9,14 @@ equal and a quiet resync sends no PUT.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from replication_operator import cron
-from replication_operator.backends.policies import Execution, PolicyRequest
+from replication_operator.backends.policies import Execution, PolicyRequest, Remote
 from replication_operator.credentials import Credentials
 from replication_operator.errors import SpecError
-from replication_operator.http import ServerSettings
 
 MARKER = "managed by replication-operator"
 TRIGGER_TYPES = {"manual": "manual", "scheduled": "scheduled", "eventBased": "event_based"}
@@ -55,11 +55,22 @@ def _filters(request: PolicyRequest) -> list[dict[str, Any]]:
 
 
 def harbor_cron(request: PolicyRequest) -> str:
-    """The schedule in Harbor's 6-field form (seconds first)."""
+    """The schedule in Harbor's 6-field form (seconds first), refused here for what
+    Harbor refuses: a seconds field other than 0, and `*` as the minutes field (a
+    replication every minute of an hour)."""
     try:
-        return cron.to_six_fields(request.schedule)
+        six = cron.to_six_fields(request.schedule)
     except cron.CronError as exc:
         raise SpecError(str(exc)) from None
+    seconds, minutes = six.split(" ")[:2]
+    if seconds != "0":
+        raise SpecError(f"spec.trigger.schedule {request.schedule!r}: Harbor runs "
+                        f"replications at second 0 only; the seconds field must be 0")
+    if minutes == "*":
+        raise SpecError(f"spec.trigger.schedule {request.schedule!r}: Harbor refuses `*` as "
+                        f"the minutes field of a replication schedule (name the minutes, "
+                        f"e.g. '0 * * * *' for hourly or '*/5 * * * *')")
+    return six
 
 
 def policy_body(request: PolicyRequest, *, name: str, registry_id: int) -> dict[str, Any]:
@@ -167,16 +178,30 @@ def error_line(log: str, limit: int = 300) -> str:
     return chosen[:limit]
 
 
-# --- registries: the remote DatabaseServer as a Harbor endpoint --------------------
+# --- registries: the other side of a policy as a Harbor endpoint --------------------
 
-def registry_name(remote: ServerSettings) -> str:
-    """Deterministic: one registry per remote DatabaseServer ("ns/name")."""
-    return "dbops." + remote.key.replace("/", ".")
+# The registry types Harbor 2.12 has adapters for (src/pkg/reg/manager.go); any other
+# type is a 500 from Harbor, so it is refused before it gets there.
+REGISTRY_TYPES = ("harbor", "docker-registry", "docker-hub", "quay", "gitlab", "github-ghcr",
+                  "aws-ecr", "google-gcr", "azure-acr", "ali-acr", "huawei-SWR",
+                  "tencent-tcr", "volcengine-cr", "jfrog-artifactory", "dtr")
+REGISTRY_NAME_MAX = 64  # Harbor: "the max length of name is 64"
 
 
-def registry_credential(remote: ServerSettings) -> dict[str, str] | None:
-    creds: Credentials = remote.credentials
-    match remote.auth_type:
+def registry_name(remote: Remote) -> str:
+    """Deterministic: one registry per remote ("ns/name" of a DatabaseServer, or of a
+    plain registry declared in a policy), within Harbor's 64 characters."""
+    name = "dbops." + remote.settings.key.replace("/", ".")
+    if len(name) <= REGISTRY_NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:REGISTRY_NAME_MAX - 9].rstrip('.-')}-{digest}"
+
+
+def registry_credential(remote: Remote) -> dict[str, str] | None:
+    settings = remote.settings
+    creds: Credentials = settings.credentials
+    match settings.auth_type:
         case "none":
             return None
         case "basic" | "session":
@@ -184,18 +209,20 @@ def registry_credential(remote: ServerSettings) -> dict[str, str] | None:
                     "access_secret": creds.password}
         case "bearer":
             return {"type": "oauth", "access_key": creds.username,
-                    "access_secret": creds.token}
-    raise SpecError(f"spec.auth.type {remote.auth_type!r} of DatabaseServer "
-                    f"{remote.key.split('/')[-1]!r} cannot be used as a Harbor registry "
-                    f"credential (allowed: none, basic, bearer)")
+                    "access_secret": creds.token or creds.password}
+    raise SpecError(f"spec.auth.type {settings.auth_type!r} of DatabaseServer "
+                    f"{remote.name!r} cannot be used as a Harbor registry credential "
+                    f"(allowed: none, basic, bearer)")
 
 
-def registry_body(remote: ServerSettings) -> dict[str, Any]:
+def registry_body(remote: Remote) -> dict[str, Any]:
     """Shared by every policy (in the namespace) that replicates with `remote`; marked
-    with the DatabaseServer it stands for."""
+    with the DatabaseServer or declared registry it stands for."""
     body: dict[str, Any] = {
-        "name": registry_name(remote), "type": "harbor", "url": remote.url.rstrip("/"),
-        "insecure": remote.insecure_skip_verify, "description": owner_marker(remote.key)}
+        "name": registry_name(remote), "type": remote.registry_type,
+        "url": remote.settings.url.rstrip("/"),
+        "insecure": remote.settings.insecure_skip_verify,
+        "description": owner_marker(remote.settings.key)}
     credential = registry_credential(remote)
     if credential is not None:
         body["credential"] = credential

@@ -8,14 +8,34 @@ from typing import Any
 
 from replication_operator.backends.harbor import docs
 from replication_operator.backends.harbor.paging import API, id_from_location, list_all
+from replication_operator.backends.policies import Remote
 from replication_operator.backends.snapshot import Snapshot
-from replication_operator.http import ServerConnection, ServerSettings
+from replication_operator.errors import BackendError
+from replication_operator.http import ServerConnection
+
+
+def explain_refusal(exc: BackendError, body: Mapping[str, Any], remote: Remote
+                    ) -> BackendError:
+    """Say which registry Harbor refused and what to check. Harbor checks a registry's
+    health before it stores it: "the registry is unhealthy" (400) means it could not log
+    in with the credential (or, for a plain registry, could not reach the URL); a 500
+    means a `harbor` registry's URL could not be reached at all."""
+    what = f"Harbor registry {body['name']} ({body['type']} at {body['url']})"
+    if exc.status == 400 and "unhealthy" in exc.message:
+        return exc.reworded(f"{what} refused: Harbor says the registry is unhealthy: it "
+                            f"could not reach {body['url']}/v2/ or log in with "
+                            f"{remote.credential_hint()}", code="RegistryUnhealthy")
+    if not exc.permanent:
+        return exc.reworded(f"{what}: Harbor could not check it ({exc.message}); Harbor "
+                            f"answers 500 when it cannot reach a Harbor registry; retrying")
+    return exc.reworded(f"{what}: {exc.message}")
 
 
 class HarborRegistries:
-    """The registries (endpoints) standing for remote DatabaseServers.
+    """The registries (endpoints) standing for the other side of policies: remote
+    DatabaseServers, and plain registries declared in policies.
 
-    Shared by every policy that replicates with the same remote server. Harbor masks
+    Shared by every policy that replicates with the same remote. Harbor masks
     registry secrets on read, so a credential cannot be compared: this process
     remembers what it wrote and re-applies a credential it has not written itself
     (once after a start, and whenever the DatabaseServer's Secret changes).
@@ -25,7 +45,13 @@ class HarborRegistries:
         self.conn = conn
         self.snapshot = Snapshot(self._fetch)
         self._applied: dict[int, str] = {}  # registry id → fingerprint of what we wrote
+        self._done: dict[str, list[str]] = {}  # registry name → actions not yet reported
         self._lock = asyncio.Lock()
+
+    def drain(self, remote: Remote) -> list[str]:
+        """What was done to the remote's registry since the last call (whichever path did
+        it: observing, creating or updating a policy), for one report each."""
+        return self._done.pop(docs.registry_name(remote), [])
 
     async def _fetch(self) -> dict[str, dict[str, Any]]:
         return {str(r.get("name")): r for r in await list_all(self.conn, "/registries")}
@@ -34,10 +60,12 @@ class HarborRegistries:
         return {int(r["id"]): r for r in (await self.snapshot.get(max_age)).values()}
 
     @staticmethod
-    def _fingerprint(remote: ServerSettings) -> str:
-        return f"{remote.url}|{remote.auth_type}|{remote.credentials.fingerprint()}"
+    def _fingerprint(remote: Remote) -> str:
+        settings = remote.settings
+        return (f"{remote.registry_type}|{settings.url}|{settings.auth_type}|"
+                f"{settings.credentials.fingerprint()}")
 
-    async def ensure(self, remote: ServerSettings, *, max_age: float) -> tuple[int, list[str]]:
+    async def ensure(self, remote: Remote, *, max_age: float) -> tuple[int, list[str]]:
         """The registry's id, created or put back as needed; and what was done."""
         body = docs.registry_body(remote)
         name = body["name"]
@@ -46,11 +74,13 @@ class HarborRegistries:
             if found is None:
                 try:
                     response = await self.conn.request("POST", f"{API}/registries", json=body)
-                    registry_id = id_from_location(response)
-                    self._applied[registry_id] = self._fingerprint(remote)
-                    return registry_id, [f"created registry {name}"]
+                except BackendError as exc:
+                    raise explain_refusal(exc, body, remote) from None
                 finally:
                     self.snapshot.invalidate()
+                registry_id = id_from_location(response)
+                self._applied[registry_id] = self._fingerprint(remote)
+                return registry_id, self._did(name, f"created registry {name}")
             registry_id = int(found["id"])
             diff = docs.registry_differences(body, found)
             if self._applied.get(registry_id) != self._fingerprint(remote) and \
@@ -61,10 +91,16 @@ class HarborRegistries:
             try:
                 await self.conn.request("PUT", f"{API}/registries/{registry_id}",
                                         json=docs.registry_update(body))
-                self._applied[registry_id] = self._fingerprint(remote)
+            except BackendError as exc:
+                raise explain_refusal(exc, body, remote) from None
             finally:
                 self.snapshot.invalidate()
-            return registry_id, [f"updated registry {name} ({', '.join(diff)})"]
+            self._applied[registry_id] = self._fingerprint(remote)
+            return registry_id, self._did(name, f"updated registry {name} ({', '.join(diff)})")
+
+    def _did(self, name: str, action: str) -> list[str]:
+        self._done.setdefault(name, []).append(action)
+        return [action]
 
     async def remove_unused(self, candidates: Iterable[int],
                             policies: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -2,8 +2,11 @@
 
 One project → a project-level robot (`robot$<project>+<name>`); several projects or
 fullAccess → a system-level robot (`robot$<name>`) with one permission per project
-(`*` for fullAccess). Write implies pull: a push client reads manifests too. The
-secret is returned once, at creation or refresh (PATCH), never by a read.
+(`*` for fullAccess). Read is pull plus reading the project and listing its
+repositories: on a real Harbor a robot with repository pull alone gets 403 from
+`GET /projects/<private project>` (BACKENDS.md §2a), so it could not see what it may
+pull. Write adds push (a push client reads manifests too). The secret is returned
+once, at creation or refresh (PATCH), never by a read.
 """
 
 from __future__ import annotations
@@ -41,9 +44,12 @@ def robot_body(request: TokenRequest) -> dict[str, Any]:
             "duration": request.expires_in_days or -1, "permissions": permissions}
 
 
+READ_ACCESS = (("repository", "pull"), ("project", "read"), ("repository", "list"))
+
+
 def _access(*, pull: bool, push: bool) -> list[dict[str, str]]:
-    actions = [a for a, wanted in (("pull", pull), ("push", push)) if wanted]
-    return [{"resource": "repository", "action": a, "effect": "allow"} for a in actions]
+    pairs = [*(READ_ACCESS if pull else ()), *((("repository", "push"),) if push else ())]
+    return [{"resource": r, "action": a, "effect": "allow"} for r, a in pairs]
 
 
 def full_name(body: Mapping[str, Any]) -> str:
@@ -61,10 +67,10 @@ def is_robot_for(name: str, external_name: str) -> bool:
     return bare == external_name or bare.endswith(f"+{external_name}")
 
 
-def _grants(permissions: Any) -> set[tuple[str, str]]:
-    return {(str(p.get("namespace")), str(a.get("action")))
+def _grants(permissions: Any) -> set[tuple[str, str, str]]:
+    return {(str(p.get("namespace")), str(a.get("resource")), str(a.get("action")))
             for p in permissions or [] if p.get("kind") == "project"
-            for a in p.get("access") or [] if a.get("resource") == "repository"}
+            for a in p.get("access") or []}
 
 
 def robot_differences(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
