@@ -66,7 +66,7 @@ def driver_of(entry: ServerEntry) -> PolicyDriver:
     policies = getattr(entry.backend, "policies", None)
     if policies is None:
         raise SpecError(f"spec.server: ReplicationPolicy on {entry.settings.type} servers is "
-                        f"not available in this version (Harbor only)")
+                        f"not available in this version (Harbor and Eden only)")
     driver: PolicyDriver = policies()
     return driver
 
@@ -93,7 +93,8 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
                       for f in spec.get("filters") or []),
         replicate_deletion=bool(spec.get("replicateDeletion", False)),
         override=bool(spec.get("override", True)), enabled=bool(spec.get("enabled", True)),
-        speed=int(spec.get("speed", -1)), copy_by_chunk=bool(spec.get("copyByChunk", False)))
+        speed=int(spec.get("speed", -1)), copy_by_chunk=bool(spec.get("copyByChunk", False)),
+        options=dict(spec.get("options") or {}))
     driver.validate(request)
     return driver, request
 
