@@ -113,7 +113,8 @@ class EdenBackend:
         self._write = asyncio.Lock()
         self._verified: dict[int, str] = {}  # repository id → peer settings it has
         self._credentials: dict[str, dict[str, str]] = {}  # repository → owner → fingerprint
-        self._known: dict[str, set[str]] = {}  # server URL → resources it has confirmed
+        # resources a server confirmed, per URL and login (the check proves the login too)
+        self._known: dict[ServerSettings, set[str]] = {}
         self._last: dict[str, Plan] = {}  # owner → last plan (deletion without a job)
         self._failed: dict[int, list[FailedTask]] = {}  # execution id → its failed tasks
 
@@ -252,7 +253,7 @@ class EdenBackend:
                   (self._connection_for(plan.peer), f"peer {plan.peer_name}")]
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for conn, who in checks:
-            known = self._known.setdefault(conn.settings.base_url, set())
+            known = self._known.setdefault(conn.settings, set())
             for index, resource in enumerate(plan.resources):
                 if resource in known:
                     continue
