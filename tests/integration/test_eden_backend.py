@@ -531,3 +531,17 @@ async def test_a_scheduled_policy_is_a_job_at_a_fixed_period(rig: Rig, eden_a: A
         backend.validate(dataclasses.replace(request, trigger="eventBased"))
     with pytest.raises(SpecError, match=r"spec\.source\.databases\[1\]"):
         backend.validate(dataclasses.replace(request, patterns=(ORG, "org/*")))
+
+
+async def test_resources_sharing_a_repository_share_the_peer_login(
+        rig: Rig, eden_a: Any, eden_b: Any, ns: str) -> None:
+    a, b = settings(eden_a, ns, "eden-a"), settings(eden_b, ns, "eden-b")
+    eden_a.store.add_user("other@eden-a.example", "other-pw", admin=True)
+    other = dataclasses.replace(a, credentials=Credentials(username="other@eden-a.example",
+                                                           password="other-pw"))
+    backend = rig.backend(b)
+    await reconcile(backend, replication(ns, "first", a, b))
+    with pytest.raises(PermanentBackendError) as caught:
+        await reconcile(backend, replication(ns, "second", other, b, OFFICE))
+    assert caught.value.code == "CredentialConflict" and f"{ns}/first" in caught.value.message
+    assert "other-pw" not in caught.value.message
