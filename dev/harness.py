@@ -10,9 +10,10 @@ fixtures in `tests/conftest.py`:
   never leaves half a cache, and a lock keeps two builds from racing.
 - `Stack` starts etcd, kube-apiserver (RBAC, service-account keys, client-certificate
   admin), kube-controller-manager (namespace deletion, garbage collection), two
-  pouchdb-servers, two ReductStores and two Harbor API simulators (tests/harbor_sim;
-  they need the project's .venv) on 127.0.0.1 and free ports, with data and logs
-  under one temp dir, and waits (polling, with a deadline) for each health check.
+  pouchdb-servers, two ReductStores, two Harbor API simulators (tests/harbor_sim) and
+  two Sahana Eden simulators (tests/eden_sim; the simulators need the project's .venv)
+  on 127.0.0.1 and free ports, with data and logs under one temp dir, and waits
+  (polling, with a deadline) for each health check.
   Every part has start()/stop()/restart(); a restarted part keeps its port and data.
 
 Standard library only: it runs before the project's virtualenv exists.
@@ -728,6 +729,42 @@ class HarborSim(Part):
         return bool(info.get("harbor_version"))
 
 
+@dataclass
+class EdenSim(Part):
+    """The Sahana Eden simulator (tests/eden_sim): no Eden can run here. Two of them sync
+    with each other through Eden's peer protocol. Needs the project's virtualenv."""
+
+    username: str = "admin@example.com"
+    password: str = field(default_factory=lambda: secrets.token_hex(12))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/eden"
+
+    def environment(self) -> dict[str, str]:
+        return {"PYTHONPATH": str(ROOT), "EDEN_SIM_PASSWORD": self.password}
+
+    def command(self) -> list[str]:
+        venv_python = ROOT / ".venv" / "bin" / "python"
+        python = str(venv_python) if venv_python.exists() else sys.executable
+        return [python, "-m", "tests.eden_sim", "--host", "127.0.0.1", "--port",
+                str(self.port), "--user", self.username]
+
+    def _owns(self, pid: int) -> bool:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+        return "tests.eden_sim" in cmdline
+
+    def healthy(self) -> bool:
+        """Eden's sync list answers, and the admin login works (the control API)."""
+        listed = http_json(f"{self.url}/sync/repository.json")
+        http_json(f"http://127.0.0.1:{self.port}/_sim/settings",
+                  {"Authorization": basic_auth(self.username, self.password)})
+        return isinstance(listed, list)
+
+
 class Stack:
     """Every part, in one temp dir; parts start on demand, in dependency order."""
 
@@ -746,10 +783,13 @@ class Stack:
         self.reduct_b = ReductStore("reduct-b", self.workdir, token=token)
         self.harbor_a = HarborSim("harbor-a", self.workdir, password=password)
         self.harbor_b = HarborSim("harbor-b", self.workdir, password=password)
+        self.eden_a = EdenSim("eden-a", self.workdir, password=password)
+        self.eden_b = EdenSim("eden-b", self.workdir, password=password)
 
     def parts(self) -> list[Part]:
         return [self.etcd, self.apiserver, self.controller_manager, self.couch_a,
-                self.couch_b, self.reduct_a, self.reduct_b, self.harbor_a, self.harbor_b]
+                self.couch_b, self.reduct_a, self.reduct_b, self.harbor_a, self.harbor_b,
+                self.eden_a, self.eden_b]
 
     def start_part(self, part: Part, out: TextIO | None = None) -> None:
         """Start `part` (and what it depends on) unless it already runs."""
@@ -801,6 +841,8 @@ class Stack:
             "REDUCTSTORE_TOKEN": self.reduct_a.token,
             "HARBOR_A_URL": self.harbor_a.url, "HARBOR_B_URL": self.harbor_b.url,
             "HARBOR_USER": self.harbor_a.username, "HARBOR_PASSWORD": self.harbor_a.password,
+            "EDEN_A_URL": self.eden_a.url, "EDEN_B_URL": self.eden_b.url,
+            "EDEN_USER": self.eden_a.username, "EDEN_PASSWORD": self.eden_a.password,
         }
 
     # -- persistence for dev/up and dev/down ------------------------------------
