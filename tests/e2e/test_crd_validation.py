@@ -167,7 +167,9 @@ def test_examples_are_accepted_by_the_api_server(cluster: Any, crds: None, names
            "example", "REDUCTSTORE_A_URL": "http://reduct-a:8383", "REDUCTSTORE_B_URL":
            "http://reduct-b:8383", "HARBOR_USER": "admin", "HARBOR_PASSWORD": "example",
            "HARBOR_A_URL": "https://harbor-a.example.net",
-           "HARBOR_B_URL": "https://harbor-b.example.net"}
+           "HARBOR_B_URL": "https://harbor-b.example.net", "EDEN_USER": "admin@example.org",
+           "EDEN_PASSWORD": "example", "EDEN_A_URL": "https://hq.example.org/eden",
+           "EDEN_B_URL": "https://field.example.org/eden"}
     files = sorted((ROOT / "examples").glob("*/*.yaml"))
     assert files
     for path in files:
