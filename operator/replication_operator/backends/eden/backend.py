@@ -68,14 +68,19 @@ class EdenState:
         return out
 
     def claims(self, repository_id: int) -> dict[str, set[str]]:
-        """resource → owners whose jobs name it."""
+        """resource → owners ("Replication ns/name", ...) whose jobs name it."""
         out: dict[str, set[str]] = {}
         for job in self.jobs.get(repository_id, []):
             found = docs.parse_marker(job.get("task_name"))
             if found is not None:
                 for resource in found.resources:
-                    out.setdefault(resource, set()).add(found.owner)
+                    out.setdefault(resource, set()).add(owner_label(found.kind, found.owner))
         return out
+
+
+def owner_label(kind: str, owner: str) -> str:
+    """A Replication and a ReplicationPolicy may share a name: tell them apart."""
+    return f"{'Replication' if kind == docs.REPLICATION else 'ReplicationPolicy'} {owner}"
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,7 @@ class EdenBackend:
         self._state = Snapshot(self._fetch)
         self._write = asyncio.Lock()
         self._verified: dict[int, str] = {}  # repository id → peer settings it has
+        self._verifying: dict[int, asyncio.Lock] = {}  # one .s3json read at a time
         self._credentials: dict[str, dict[str, str]] = {}  # repository → owner → fingerprint
         # resources a server confirmed, per URL and login (the check proves the login too)
         self._known: dict[ServerSettings, set[str]] = {}
@@ -193,6 +199,13 @@ class EdenBackend:
         fingerprint = plan.fingerprint()
         if self._verified.get(repository_id) == fingerprint:
             return []
+        async with self._verifying.setdefault(repository_id, asyncio.Lock()):
+            if self._verified.get(repository_id) == fingerprint:
+                return []  # verified while this one waited
+            return await self._read_repository(repository_id, plan, fingerprint)
+
+    async def _read_repository(self, repository_id: int, plan: Plan, fingerprint: str
+                               ) -> list[str]:
         response = await self.conn.request("GET", f"{REPOSITORIES}/{repository_id}.s3json",
                                            params={"mcomponents": "None"}, allow=(404,))
         records = response.json().get("$_sync_repository") \
@@ -223,7 +236,7 @@ class EdenBackend:
     def _check_claims(state: EdenState, repository_id: int, plan: Plan) -> None:
         claims = state.claims(repository_id)
         for index, resource in enumerate(plan.resources):
-            others = sorted(claims.get(resource, set()) - {plan.key})
+            others = sorted(claims.get(resource, set()) - {owner_label(plan.kind, plan.key)})
             if others:
                 where = plan.resource_field if plan.kind == docs.REPLICATION \
                     else f"{plan.resource_field}[{index}]"
