@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
-ORG = "org_organisation"
+ORG, OFFICE = "org_organisation", "org_office"
 
 
 class Eden:
@@ -134,6 +134,16 @@ def test_task_list_fields(a: Eden, b: Eden, name: str) -> None:
     assert (row["resource_name"], row["mode"], row["strategy"]) == \
         (ORG, 1, ["create", "update"])
     assert row["last_pull"] is None and row["last_push"] is None
+    every = task(OFFICE, 4, strategy={"@value": json.dumps(
+        ["create", "update", "delete", "merge"])}, update_policy="THIS",
+        conflict_policy="MASTER", last_pull="2020-01-01T00:00:00")
+    a.send("PUT", f"sync/repository/{repository_id}.s3json",
+           {"$_sync_repository": [{"$_sync_task": [every]}]})
+    office = next(t for t in a.tasks(repository_id) if t["resource_name"] == OFFICE)
+    assert (office["mode"], office["strategy"], office["update_policy"],
+            office["conflict_policy"]) == (4, ["create", "update", "delete", "merge"], "THIS",
+                                           "MASTER")
+    assert office["last_pull"] is None, "last_pull is read-only"
 
 
 def test_s3json_read_returns_the_record_with_the_peer_password_in_clear(
@@ -278,6 +288,10 @@ def test_validation_errors_are_http_200_with_status_failed_and_a_tree(
     assert (body["status"], body["statuscode"], body["message"]) == \
         ("failed", "400", "Validation error")
     assert "apitype: Value not allowed" in json.dumps(body["tree"])
+    for apitype in ("eden", "ccrm", "wrike", "mcb", "adashi", "ftp", "filesync"):
+        answer = a.send("POST", "sync/repository.s3json", {"$_sync_repository": [
+            {"name": f"{name}-{apitype}", "apitype": apitype}]}).json()
+        assert answer["status"] == "success" and answer["created"], apitype
     assert name not in {r["name"] for r in a.get("sync/repository.json")}
     body = a.send("POST", "sync/repository.s3json",
                   {"$_sync_repository": [{"apitype": "eden"}]}).json()
