@@ -30,6 +30,7 @@ lint: $(PY)
 	$(VENV)/bin/mypy
 	MYPYPATH=dev $(VENV)/bin/mypy --strict dev/harness.py tests/conftest.py
 	$(VENV)/bin/mypy --strict --ignore-missing-imports tests/harbor_sim
+	$(VENV)/bin/mypy --strict --ignore-missing-imports tests/eden_sim
 
 unit: $(PY)
 	$(VENV)/bin/pytest -q tests/unit

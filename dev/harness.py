@@ -10,9 +10,10 @@ fixtures in `tests/conftest.py`:
   never leaves half a cache, and a lock keeps two builds from racing.
 - `Stack` starts etcd, kube-apiserver (RBAC, service-account keys, client-certificate
   admin), kube-controller-manager (namespace deletion, garbage collection), two
-  pouchdb-servers, two ReductStores and two Harbor API simulators (tests/harbor_sim;
-  they need the project's .venv) on 127.0.0.1 and free ports, with data and logs
-  under one temp dir, and waits (polling, with a deadline) for each health check.
+  pouchdb-servers, two ReductStores, two Harbor API simulators (tests/harbor_sim) and
+  two Sahana Eden simulators (tests/eden_sim; the simulators need the project's .venv)
+  on 127.0.0.1 and free ports, with data and logs under one temp dir, and waits
+  (polling, with a deadline) for each health check.
   Every part has start()/stop()/restart(); a restarted part keeps its port and data.
 
 Standard library only: it runs before the project's virtualenv exists.
@@ -705,49 +706,60 @@ class ReductStore(Part):
 
 
 @dataclass
-class HarborSim(Part):
-    """The Harbor API simulator (tests/harbor_sim): no Harbor can run here. It needs the
-    project's virtualenv (starlette, uvicorn), which `make demo` creates first."""
+class Simulator(Part):
+    """A server simulator from tests/ (`python -m tests.<module>`): it needs the project's
+    virtualenv (starlette, uvicorn, httpx), which `make venv` / `make demo` create."""
 
+    module: str = ""
     username: str = "admin"
     password: str = field(default_factory=lambda: secrets.token_hex(12))
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def environment(self) -> dict[str, str]:
-        return {"PYTHONPATH": str(ROOT), "HARBOR_SIM_PASSWORD": self.password}
-
-    # Harbor closes executions 20-30 s after their tasks; the dev stack keeps the lag
-    # (the operator must cope with it) at a fifth of that
-    STATUS_REFRESH_SECONDS = 6
+        return {"PYTHONPATH": str(ROOT), f"{self.module.upper()}_PASSWORD": self.password}
 
     def prepare(self) -> None:
-        if not self._python_has_simulator():
-            raise PartFailed(f"{self.name}: the Harbor simulator needs the project's "
-                             f"virtualenv; run `make venv` (or `make demo`) first")
+        check = subprocess.run([self._python(), "-c", "import starlette, uvicorn, httpx"],
+                               capture_output=True)
+        if check.returncode != 0:
+            raise PartFailed(f"{self.name}: the simulator tests.{self.module} needs the "
+                             f"project's virtualenv; run `make venv` (or `make demo`) first")
 
-    def _python(self) -> str:
+    @staticmethod
+    def _python() -> str:
         venv_python = ROOT / ".venv" / "bin" / "python"
         return str(venv_python) if venv_python.exists() else sys.executable
 
-    def _python_has_simulator(self) -> bool:
-        check = subprocess.run([self._python(), "-c", "import starlette, uvicorn, httpx"],
-                               capture_output=True)
-        return check.returncode == 0
-
     def command(self) -> list[str]:
-        return [self._python(), "-m", "tests.harbor_sim", "--host", "127.0.0.1", "--port",
-                str(self.port), "--user", self.username, "--status-refresh-seconds",
-                str(self.STATUS_REFRESH_SECONDS)]
+        return [self._python(), "-m", f"tests.{self.module}", "--host", "127.0.0.1",
+                "--port", str(self.port), "--user", self.username, *self.options()]
+
+    def options(self) -> list[str]:
+        return []
 
     def _owns(self, pid: int) -> bool:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             return False
-        return "tests.harbor_sim" in cmdline
+        return f"tests.{self.module}" in cmdline
+
+
+@dataclass
+class HarborSim(Simulator):
+    """The Harbor API simulator (tests/harbor_sim): no Harbor can run here."""
+
+    module: str = "harbor_sim"
+
+    # Harbor closes executions up to 30 s after their tasks end; the dev stack keeps the
+    # lag (the operator must cope with it) at a fifth of that
+    STATUS_REFRESH_SECONDS = 6
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def options(self) -> list[str]:
+        return ["--status-refresh-seconds", str(self.STATUS_REFRESH_SECONDS)]
 
     def healthy(self) -> bool:
         info = http_json(f"{self.url}/api/v2.0/systeminfo")
@@ -813,6 +825,26 @@ class Distribution(Part):
         return bool(answer == {})
 
 
+@dataclass
+class EdenSim(Simulator):
+    """The Sahana Eden simulator (tests/eden_sim): no Eden can run here. Two of them sync
+    with each other through Eden's peer protocol."""
+
+    module: str = "eden_sim"
+    username: str = "admin@example.com"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/eden"
+
+    def healthy(self) -> bool:
+        """Eden's sync list answers, and the admin login works (the control API)."""
+        listed = http_json(f"{self.url}/sync/repository.json")
+        http_json(f"http://127.0.0.1:{self.port}/_sim/settings",
+                  {"Authorization": basic_auth(self.username, self.password)})
+        return isinstance(listed, list)
+
+
 class Stack:
     """Every part, in one temp dir; parts start on demand, in dependency order."""
 
@@ -832,11 +864,13 @@ class Stack:
         self.harbor_a = HarborSim("harbor-a", self.workdir, password=password)
         self.harbor_b = HarborSim("harbor-b", self.workdir, password=password)
         self.registry = Distribution("registry", self.workdir)
+        self.eden_a = EdenSim("eden-a", self.workdir, password=password)
+        self.eden_b = EdenSim("eden-b", self.workdir, password=password)
 
     def parts(self) -> list[Part]:
         return [self.etcd, self.apiserver, self.controller_manager, self.couch_a,
                 self.couch_b, self.reduct_a, self.reduct_b, self.harbor_a, self.harbor_b,
-                self.registry]
+                self.registry, self.eden_a, self.eden_b]
 
     def start_part(self, part: Part, out: TextIO | None = None) -> None:
         """Start `part` (and what it depends on) unless it already runs."""
@@ -890,6 +924,8 @@ class Stack:
             "HARBOR_USER": self.harbor_a.username, "HARBOR_PASSWORD": self.harbor_a.password,
             "REGISTRY_URL": self.registry.url, "REGISTRY_USER": self.registry.username,
             "REGISTRY_PASSWORD": self.registry.password,
+            "EDEN_A_URL": self.eden_a.url, "EDEN_B_URL": self.eden_b.url,
+            "EDEN_USER": self.eden_a.username, "EDEN_PASSWORD": self.eden_a.password,
         }
 
     # -- persistence for dev/up and dev/down ------------------------------------

@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT / "dev"))
 
 import harness  # noqa: E402
 
-if TYPE_CHECKING:  # imported in the Harbor fixtures' bodies at run time (lazy start)
+if TYPE_CHECKING:  # imported in the simulator fixtures' bodies at run time (lazy start)
+    from eden_sim import EdenSimulator
     from harbor_sim import HarborSimulator
 
 # Harbor closes an execution 20-30 s after its tasks end; the simulators used by the
@@ -210,4 +211,25 @@ def harbor_b() -> Iterator[HarborSimulator]:
     sim = HarborSimulator(username="admin", password=secrets.token_urlsafe(16),
                           status_refresh_seconds=SIM_STATUS_REFRESH).start()
     yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def eden_a() -> Iterator[EdenSimulator]:
+    """A simulated Sahana Eden (tests/eden_sim) on loopback, admin with a random
+    password; started on first use, stopped at the end of the session."""
+    from eden_sim import EdenSimulator
+
+    sim = EdenSimulator(email="admin@eden-a.example", password=secrets.token_urlsafe(16))
+    yield sim.start()
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def eden_b() -> Iterator[EdenSimulator]:
+    """A second simulated Eden, a sync peer of eden_a (its scheduler runs their jobs)."""
+    from eden_sim import EdenSimulator
+
+    sim = EdenSimulator(email="admin@eden-b.example", password=secrets.token_urlsafe(16))
+    yield sim.start()
     sim.stop()

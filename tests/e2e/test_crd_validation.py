@@ -188,7 +188,10 @@ def test_examples_are_accepted_by_the_api_server(cluster: Any, crds: None, names
            "HARBOR_A_URL": "https://harbor-a.example.net",
            "HARBOR_B_URL": "https://harbor-b.example.net",
            "REGISTRY_URL": "https://mirror.example.net", "REGISTRY_USER": "mirror",
-           "REGISTRY_PASSWORD": "example"}
+           "REGISTRY_PASSWORD": "example",
+           "EDEN_USER": "admin@example.org",
+           "EDEN_PASSWORD": "example", "EDEN_A_URL": "https://hq.example.org/eden",
+           "EDEN_B_URL": "https://field.example.org/eden"}
     files = sorted((ROOT / "examples").glob("*/*.yaml"))
     assert files
     for path in files:

@@ -77,6 +77,12 @@ def test_newly_finished_is_news_only() -> None:
     assert [e.id for e in newly_finished(previous, observed)] == [3, 4]
 
 
+def test_a_run_started_and_finished_within_one_reconcile_is_news() -> None:
+    assert [e.id for e in newly_finished([], [ex(7), ex(1)], started=[7])] == [7]
+    assert newly_finished([], [ex(7, "InProgress")], started=[7]) == []
+    assert [e.id for e in newly_finished([ex(3)], [ex(7), ex(3)], started=[7])] == [7]
+
+
 def test_next_run_only_for_enabled_schedules() -> None:
     now = datetime(2026, 11, 23, 10, 7, tzinfo=UTC)
     trigger = {"type": "scheduled", "schedule": "0 */6 * * *"}

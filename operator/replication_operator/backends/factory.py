@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from replication_operator.backends.base import Backend
 from replication_operator.backends.couchdb.backend import CouchDBBackend
+from replication_operator.backends.eden.backend import EdenBackend
 from replication_operator.backends.harbor.backend import HarborBackend
 from replication_operator.backends.reductstore.backend import ReductStoreBackend
 from replication_operator.errors import SpecError
@@ -20,4 +21,6 @@ def make_backend(server_type: str, conn: ServerConnection,
         return ReductStoreBackend(conn, connection_for)
     if server_type == "harbor":
         return HarborBackend(conn, connection_for)
+    if server_type == "eden":
+        return EdenBackend(conn, connection_for)
     raise SpecError(f"spec.type {server_type!r}: this operator version has no backend for it")

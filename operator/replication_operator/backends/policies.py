@@ -70,6 +70,7 @@ class PolicyRequest:
     enabled: bool = True
     speed: int = -1
     copy_by_chunk: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # backend extras (Eden sync options)
 
 
 @dataclass(frozen=True)

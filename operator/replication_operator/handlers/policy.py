@@ -85,7 +85,7 @@ def driver_of(entry: ServerEntry) -> PolicyDriver:
     policies = getattr(entry.backend, "policies", None)
     if policies is None:
         raise SpecError(f"spec.server: ReplicationPolicy on {entry.settings.type} servers is "
-                        f"not available in this version (Harbor only)")
+                        f"not available in this version (Harbor and Eden only)")
     driver: PolicyDriver = policies()
     return driver
 
@@ -112,25 +112,28 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
                       for f in spec.get("filters") or []),
         replicate_deletion=bool(spec.get("replicateDeletion", False)),
         override=bool(spec.get("override", True)), enabled=bool(spec.get("enabled", True)),
-        speed=int(spec.get("speed", -1)), copy_by_chunk=bool(spec.get("copyByChunk", False)))
+        speed=int(spec.get("speed", -1)), copy_by_chunk=bool(spec.get("copyByChunk", False)),
+        options=dict(spec.get("options") or {}))
     driver.validate(request)
     return driver, request
 
 
 async def honour_run_request(body: kopf.Body, driver: PolicyDriver, request: PolicyRequest,
                              seen: PolicyObservation, decision: RunDecision,
-                             requested: str | None, follow: list[int]) -> PolicyObservation:
-    """Start the requested execution (or say why not); the policy as seen afterwards."""
+                             requested: str | None, follow: list[int]
+                             ) -> tuple[PolicyObservation, list[int]]:
+    """Start the requested execution (or say why not); the policy as seen afterwards,
+    and the execution started."""
     if decision.verb is RunVerb.SKIP:
         events.warning(body, "RunSkipped", decision.message)
-        return seen
+        return seen, []
     execution_id = await driver.run_policy(seen.external_id)
     events.normal(body, "RunStarted",
                   f"started execution {execution_id} ({RUN_REQUESTED}={requested})")
     after = await driver.observe_policy(
         dataclasses.replace(request, external_id=seen.external_id), max_age=0, follow=follow)
     report_registry_actions(body, after)
-    return after
+    return after, [execution_id]
 
 
 def report_registry_actions(body: kopf.Body, seen: PolicyObservation) -> None:
@@ -187,11 +190,12 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 decision = run_decision(requested=requested,
                                         honoured=previous.get("lastRunRequest"),
                                         enabled=request.enabled, exists=seen.exists)
+                begun: list[int] = []
                 if decision.verb is not RunVerb.NOTHING:
-                    seen = await honour_run_request(body, driver, request, seen, decision,
-                                                    requested, follow)
+                    seen, begun = await honour_run_request(body, driver, request, seen,
+                                                           decision, requested, follow)
                     fields["lastRunRequest"] = requested
-                report_finished(body, newly_finished(known, seen.executions))
+                report_finished(body, newly_finished(known, seen.executions, begun))
                 history = merge_history(known, seen.executions, seen.gone)
                 if needs_failed_tasks(history, previous):
                     failed_tasks = await driver.failed_tasks(history[0].id, FAILED_TASKS_SHOWN)

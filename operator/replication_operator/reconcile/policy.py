@@ -113,18 +113,20 @@ def merge_history(previous: Sequence[Execution], observed: Sequence[Execution],
     return sorted(merged.values(), key=lambda e: e.id, reverse=True)
 
 
-def newly_finished(previous: Sequence[Execution], observed: Sequence[Execution]
-                   ) -> list[Execution]:
+def newly_finished(previous: Sequence[Execution], observed: Sequence[Execution],
+                   started: Collection[int] = ()) -> list[Execution]:
     """Executions that settled (finished, or every task ended) since the last look,
     oldest first; each is news once, not again when the server closes it late. On the
-    first look (nothing known yet) history is not news."""
-    if not previous:
-        return []
+    first look (nothing known yet) history is not news, except an execution this
+    reconcile `started` that is over already (a server that runs it at once, as Eden's
+    can)."""
     before = {e.id: e for e in previous}
-    newest_known = max(before)
+    newest_known = max(before, default=None)
     return sorted((e for e in observed if e.settled and (
         (e.id in before and not before[e.id].settled) or
-        (e.id not in before and e.id > newest_known))), key=lambda e: e.id)
+        (e.id not in before and e.id in started) or
+        (e.id not in before and newest_known is not None and e.id > newest_known))),
+        key=lambda e: e.id)
 
 
 def needs_failed_tasks(history: Sequence[Execution], previous: Mapping[str, Any]) -> bool:

@@ -1,0 +1,41 @@
+"""One clock and one time format for the simulator.
+
+Eden (web2py) keeps datetimes to the second, in UTC, without a zone: the simulator
+truncates to seconds too, which matters for `last_pull` (the newest pulled record's
+modification time + 1 s) and `msince` (modified_on >= msince)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def iso(value: datetime) -> str:
+    """`2024-05-01T10:00:00` (UTC, no zone)."""
+    return value.astimezone(UTC).strftime(FORMAT)
+
+
+def fmt(value: datetime | None) -> str | None:
+    """`iso(value)`, or None."""
+    return None if value is None else iso(value)
+
+
+def parse(text: str | None) -> datetime | None:
+    """Accepts `2024-05-01T10:00:00`, with a space instead of T, with Z or an offset."""
+    if not text:
+        return None
+    raw = text.strip().replace(" ", "T")
+    if raw.endswith("Z"):
+        raw = raw[:-1] + "+00:00"
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(microsecond=0)
