@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from replication_operator.config import OperatorConfig
 from replication_operator.metrics import ResourceTally
 from replication_operator.servers import ServerRegistry
+from replication_operator.status import StatusMemory
 
 
 @dataclass
@@ -16,6 +17,7 @@ class OperatorContext:
     config: OperatorConfig
     servers: ServerRegistry
     tally: ResourceTally = field(default_factory=ResourceTally)
+    statuses: StatusMemory = field(default_factory=StatusMemory)
     _locks: defaultdict[str, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock))
 
@@ -25,3 +27,4 @@ class OperatorContext:
 
     def release(self, uid: str) -> None:
         self._locks.pop(uid, None)
+        self.statuses.forget(uid)

@@ -64,6 +64,37 @@ def changed_fields(current: Mapping[str, Any] | None, desired: Mapping[str, Any]
     return {k: v for k, v in desired.items() if current.get(k) != v}
 
 
+class StatusMemory:
+    """The `.status` this process last wrote for each object (by uid).
+
+    A change handler and a resync timer both reconcile an object, one after the other;
+    the second may hold a body read before the first one's status write (the watch event
+    that refreshes it comes later). Deciding on that stale body repeats what was just
+    done: a second rotation of a Token, a second run of a policy. The operator is the
+    only writer of `.status`, so the status it wrote itself is the newest there is:
+    decisions read it. Writes still compare with the body, so a write that failed (or
+    has not shown yet) is simply sent again.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, dict[str, Any]] = {}
+
+    def current(self, uid: str, body_status: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The status to decide on: what this process last wrote, else the body's."""
+        return dict(self._last.get(uid) or body_status or {})
+
+    def write(self, uid: str, body_status: Mapping[str, Any] | None,
+              status: Mapping[str, Any]) -> dict[str, Any]:
+        """Remember `status` and return the top-level fields to patch (those that
+        differ from the body's; None removes a field)."""
+        merged = {**(body_status or {}), **status}
+        self._last[uid] = {k: v for k, v in merged.items() if v is not None}
+        return changed_fields(body_status, status)
+
+    def forget(self, uid: str) -> None:
+        self._last.pop(uid, None)
+
+
 def condition(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
     for cond in (status or {}).get("conditions") or []:
         if cond.get("type") == type_:

@@ -43,7 +43,7 @@ from replication_operator.reconcile.policy import (
 )
 from replication_operator.reconcile.replication import Verb, plan
 from replication_operator.servers import ServerEntry
-from replication_operator.status import changed_fields, now_iso
+from replication_operator.status import now_iso
 
 PLURAL = "replicationpolicies"
 KIND = "ReplicationPolicy"
@@ -151,65 +151,19 @@ def report_finished(body: kopf.Body, finished: list[Execution]) -> None:
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    only = ctx.config.selection()  # this shard's resources (--selector)
     config = ctx.config
 
     async def reconcile(body: kopf.Body, patch: kopf.Patch, *, max_age: float
                         ) -> BackendError | None:
         ns, name = body.metadata.namespace or "", body.metadata.name or ""
-        spec, previous = body.spec, dict(body.get("status") or {})
-        generation = body.meta.get("generation")
-        known = previous_history(previous)
-        follow = [e.id for e in known if not e.settled]
-        seen: PolicyObservation | None = None
-        error: BackendError | None = None
-        next_run: str | None = None
-        failed_tasks: list[FailedTask] | None = None
-        fields: dict[str, Any] = {}
+        uid = body.metadata.uid or f"{ns}/{name}"
         started = time.monotonic()
-        async with ctx.lock(body.metadata.uid or f"{ns}/{name}"):
-            try:
-                driver, request = await resolve(ctx, ns, name, spec, previous)
-                seen = await driver.observe_policy(request, max_age=max_age, follow=follow)
-                report_registry_actions(body, seen)
-                action = plan(key=request.key, external_name=request.name, seen=seen,
-                              suspend=False, suspend_deletes=False, adopted=request.adopted,
-                              spec_changed=previous.get("observedGeneration") != generation,
-                              created_before=bool(previous.get("externalName")),
-                              noun="policy", owner_kind=KIND)
-                if action.verb is Verb.CREATE:
-                    request = dataclasses.replace(
-                        request, external_id=await driver.create_policy(request))
-                elif action.verb is Verb.UPDATE:
-                    await driver.update_policy(request, seen)
-                if action.verb is not Verb.NOTHING:
-                    emit = events.warning if action.reason == "DriftCorrected" else events.normal
-                    emit(body, action.reason, action.message)
-                    seen = await driver.observe_policy(request, max_age=0, follow=follow)
-                    report_registry_actions(body, seen)
-                requested = body.metadata.annotations.get(RUN_REQUESTED)
-                decision = run_decision(requested=requested,
-                                        honoured=previous.get("lastRunRequest"),
-                                        enabled=request.enabled, exists=seen.exists)
-                begun: list[int] = []
-                if decision.verb is not RunVerb.NOTHING:
-                    seen, begun = await honour_run_request(body, driver, request, seen,
-                                                           decision, requested, follow)
-                    fields["lastRunRequest"] = requested
-                report_finished(body, newly_finished(known, seen.executions, begun))
-                history = merge_history(known, seen.executions, seen.gone)
-                if needs_failed_tasks(history, previous):
-                    failed_tasks = await driver.failed_tasks(history[0].id, FAILED_TASKS_SHOWN)
-                next_run = next_run_time(trigger=spec.get("trigger") or {},
-                                         enabled=request.enabled, now=datetime.now(UTC))
-            except BackendError as exc:
-                error = exc
-                history = merge_history(known, [], ())
-        status = policy_status(previous=previous, generation=generation, seen=seen,
-                               history=history, history_limit=int(spec.get("historyLimit", 10)),
-                               error=error, next_run=next_run, failed_tasks=failed_tasks,
-                               fields=fields, now=now_iso())
-        for key, value in changed_fields(previous, status).items():
-            patch.status[key] = value
+        async with ctx.lock(uid):
+            previous = ctx.statuses.current(uid, body.get("status"))
+            status, error = await converge(body, previous, max_age=max_age)
+            for key, value in ctx.statuses.write(uid, body.get("status"), status).items():
+                patch.status[key] = value
         if error is not None and (previous.get("lastError") or {}).get("message") \
                 != error.message:
             events.warning(body, reason=error.code, message=error.message)
@@ -218,22 +172,78 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         ctx.tally.set(KIND, f"{ns}/{name}", "Error" if error else "Ready", error is None)
         return error
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)  # spec and run-requested
+    async def converge(body: kopf.Body, previous: Mapping[str, Any], *, max_age: float
+                       ) -> tuple[dict[str, Any], BackendError | None]:
+        """Bring the policy in line with the spec, honour a run request, read its
+        executions; the new status and the error, if any."""
+        ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
+        generation = body.meta.get("generation")
+        known = previous_history(previous)
+        follow = [e.id for e in known if not e.settled]
+        seen: PolicyObservation | None = None
+        error: BackendError | None = None
+        next_run: str | None = None
+        failed_tasks: list[FailedTask] | None = None
+        fields: dict[str, Any] = {}
+        try:
+            driver, request = await resolve(ctx, ns, name, spec, previous)
+            seen = await driver.observe_policy(request, max_age=max_age, follow=follow)
+            report_registry_actions(body, seen)
+            action = plan(key=request.key, external_name=request.name, seen=seen,
+                          suspend=False, suspend_deletes=False, adopted=request.adopted,
+                          spec_changed=previous.get("observedGeneration") != generation,
+                          created_before=bool(previous.get("externalName")),
+                          noun="policy", owner_kind=KIND)
+            if action.verb is Verb.CREATE:
+                request = dataclasses.replace(
+                    request, external_id=await driver.create_policy(request))
+            elif action.verb is Verb.UPDATE:
+                await driver.update_policy(request, seen)
+            if action.verb is not Verb.NOTHING:
+                emit = events.warning if action.reason == "DriftCorrected" else events.normal
+                emit(body, action.reason, action.message)
+                seen = await driver.observe_policy(request, max_age=0, follow=follow)
+                report_registry_actions(body, seen)
+            requested = body.metadata.annotations.get(RUN_REQUESTED)
+            decision = run_decision(requested=requested,
+                                    honoured=previous.get("lastRunRequest"),
+                                    enabled=request.enabled, exists=seen.exists)
+            begun: list[int] = []
+            if decision.verb is not RunVerb.NOTHING:
+                seen, begun = await honour_run_request(body, driver, request, seen,
+                                                       decision, requested, follow)
+                fields["lastRunRequest"] = requested
+            report_finished(body, newly_finished(known, seen.executions, begun))
+            history = merge_history(known, seen.executions, seen.gone)
+            if needs_failed_tasks(history, previous):
+                failed_tasks = await driver.failed_tasks(history[0].id, FAILED_TASKS_SHOWN)
+            next_run = next_run_time(trigger=spec.get("trigger") or {},
+                                     enabled=request.enabled, now=datetime.now(UTC))
+        except BackendError as exc:
+            error = exc
+            history = merge_history(known, [], ())
+        status = policy_status(previous=previous, generation=generation, seen=seen,
+                               history=history, history_limit=int(spec.get("historyLimit", 10)),
+                               error=error, next_run=next_run, failed_tasks=failed_tasks,
+                               fields=fields, now=now_iso())
+        return status, error
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, **only)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, **only)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, **only)  # spec and run-requested
     async def changed(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
         error = await reconcile(body, patch, max_age=1.0)
         if isinstance(error, TransientBackendError):
             delay = max(config.backoff(retry), error.retry_after or 0)
             raise kopf.TemporaryError(error.message, delay=delay)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=config.resync_interval,
+    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, **only, interval=config.resync_interval,
                 initial_delay=config.resync_interval)
     async def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         if not body.metadata.get("deletionTimestamp"):
             await reconcile(body, patch, max_age=config.resync_interval)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
                       **_: Any) -> None:
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
