@@ -42,6 +42,13 @@ def _decode(data: dict[str, Any] | None) -> dict[str, str]:
 
 async def read_secret(namespace: str, name: str) -> dict[str, str] | None:
     """The Secret's data, decoded; None if it does not exist."""
+    found = await read_secret_annotated(namespace, name)
+    return None if found is None else found[0]
+
+
+async def read_secret_annotated(namespace: str, name: str
+                                ) -> tuple[dict[str, str], dict[str, str]] | None:
+    """The Secret's data, decoded, and its annotations; None if it does not exist."""
     core = kubernetes.client.CoreV1Api(api())
     try:
         secret = await asyncio.to_thread(core.read_namespaced_secret, name, namespace)
@@ -49,7 +56,8 @@ async def read_secret(namespace: str, name: str) -> dict[str, str] | None:
         if exc.status == 404:
             return None
         raise
-    return _decode(secret.data)
+    meta = secret.metadata
+    return _decode(secret.data), dict((meta.annotations if meta else None) or {})
 
 
 async def get_custom(namespace: str, plural: str, name: str) -> dict[str, Any] | None:
@@ -74,12 +82,13 @@ def owner_reference(body: Any) -> kubernetes.client.V1OwnerReference:
 
 async def apply_secret(namespace: str, name: str, data: dict[str, str], *,
                        owner: kubernetes.client.V1OwnerReference | None,
-                       labels: dict[str, str]) -> None:
+                       labels: dict[str, str],
+                       annotations: dict[str, str] | None = None) -> None:
     """Create or replace a Secret holding `data` (values are plain strings)."""
     core = kubernetes.client.CoreV1Api(api())
     body = kubernetes.client.V1Secret(
         metadata=kubernetes.client.V1ObjectMeta(
-            name=name, namespace=namespace, labels=labels,
+            name=name, namespace=namespace, labels=labels, annotations=annotations,
             owner_references=[owner] if owner else None),
         type="Opaque",
         data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()})

@@ -320,18 +320,24 @@ def test_robot_token_delivered_rotated_and_removed(
     st = (kube.get("token", "puller") or {})["status"]
     assert st["expiresAt"] and st["username"] == robot_name
 
-    def works(token: str) -> int:
+    def works(robot: str, token: str) -> int:
         return httpx.get(f"{b.sim.url}{API}/projects/mirror/repositories",
-                         auth=(robot_name, token), timeout=10).status_code
+                         auth=(robot, token), timeout=10).status_code
 
-    assert works(first) == 200
+    assert works(robot_name, first) == 200
+    # make-before-break: a second robot is issued; the first goes once nothing uses it
+    # (no Replication depends on this Token, so at once)
     kube.annotate("token", "puller", f"{ROTATE}=now")
-    second = wait_for(lambda: (lambda t: t if t != first else None)(credential()[1]),
-                      timeout=60, what="a rotated robot secret in the Secret")
-    assert works(second) == 200 and works(first) == 401
+    second_name, second = wait_for(lambda: (lambda c: c if c[1] != first else None)(
+        credential()), timeout=60, what="a new robot in the Secret")
+    assert second_name == f"{robot_name}-b" and works(second_name, second) == 200
+    kube.wait_event("puller", "Revoked")
+    wait_for(lambda: robot_name not in b.robots(), timeout=30, what="the old robot revoked")
+    assert works(robot_name, first) == 401
 
     kube.delete("token", "puller")
-    wait_for(lambda: robot_name not in b.robots(), timeout=60, what="the robot removed")
+    wait_for(lambda: not {robot_name, second_name} & set(b.robots()), timeout=60,
+             what="the robots removed")
     wait_for(lambda: kube.cluster.kubectl("get", "secret", "puller", "-n", kube.ns,
                                           check=False).returncode != 0,
              timeout=60, what="the Secret removed")

@@ -133,11 +133,17 @@ async def test_token_user_can_read_rotates_and_is_removed(couch_a: Any, unique_n
     user = issued.credentials
     doc_url = f"{couch_a.url}/{db}/doc"
     assert httpx.get(doc_url, auth=(user.username, user.password)).status_code == 200
-    assert (await tokens.observe_token(request)).up_to_date
-    rotated = await tokens.rotate_token(request)
-    assert httpx.get(doc_url, auth=(user.username, user.password)).status_code == 401
-    assert httpx.get(doc_url, auth=(user.username, rotated.credentials.password)
-                     ).status_code == 200
+    assert (await tokens.observe_token(request, max_age=0)).up_to_date
+    # make-before-break: the other slot is a second user; both work until one goes
+    slot_b = dataclasses.replace(request, external_name=f"{request.external_name}-b")
+    second = (await tokens.create_token(slot_b)).credentials
+    assert httpx.get(doc_url, auth=(second.username, second.password)).status_code == 200
+    assert httpx.get(doc_url, auth=(user.username, user.password)).status_code == 200
     await tokens.delete_token(request.external_name)
-    assert not (await tokens.observe_token(request)).exists
+    assert httpx.get(doc_url, auth=(user.username, user.password)).status_code == 401
+    assert httpx.get(doc_url, auth=(second.username, second.password)).status_code == 200
+    assert not (await tokens.observe_token(request, max_age=0)).exists
+    assert (await tokens.observe_token(slot_b, max_age=0)).up_to_date
+    await tokens.delete_token(slot_b.external_name)
+    assert not (await tokens.observe_token(slot_b, max_age=0)).exists
     await conn.aclose()

@@ -75,7 +75,7 @@ async def test_probe_and_wrong_credentials(backend: HarborBackend, harbor_a: Any
     try:
         with pytest.raises(PermanentBackendError) as caught:
             await HarborBackend(conn, lambda s: conn).probe()
-        assert caught.value.code == "Unauthorized"
+        assert caught.value.code == "CredentialsRefused"
         assert "nope" not in str(caught.value)
     finally:
         await conn.aclose()
@@ -193,33 +193,37 @@ async def test_robot_tokens(backend: HarborBackend, harbor_a: Any,
     name = unique_name("bot")
     req = TokenRequest(key=f"it/{name}", external_name=name, read=("team",),
                        expires_in_days=7)
-    assert not (await robots.observe_token(req)).exists
+    assert not (await robots.observe_token(req, max_age=0)).exists
     issued = await robots.create_token(req)
     user, first = issued.credentials.username, issued.credentials.token
     assert user == f"robot$team+{name}" and issued.expires_at
 
-    def code(secret: str) -> int:
+    def code(username: str, secret: str) -> int:
         return httpx.get(f"{harbor_a.url}{API}/projects/team/repositories",
-                         auth=(user, secret)).status_code
+                         auth=(username, secret)).status_code
 
-    assert code(first) == 200
-    seen = await robots.observe_token(req)
+    assert code(user, first) == 200
+    seen = await robots.observe_token(req, max_age=0)
     assert seen.exists and seen.up_to_date, seen.differences
-    rotated = await robots.rotate_token(req)
-    assert rotated.credentials.username == user
-    assert code(rotated.credentials.token) == 200 and code(first) == 401
 
-    wider = dataclasses.replace(req, write=("team",))
-    assert (await robots.observe_token(wider)).differences == ["permissions"]
-    assert await robots.update_token(wider) is None
-    assert (await robots.observe_token(wider)).up_to_date
-
-    two_projects = dataclasses.replace(req, read=("team", "library"))
-    reissued = await robots.update_token(two_projects)
-    assert reissued is not None and reissued.credentials.username == f"robot${name}"
-    assert (await robots.observe_token(two_projects)).up_to_date
+    # make-before-break: the other slot is a second robot; both work until one goes
+    second = await robots.create_token(dataclasses.replace(req, external_name=f"{name}-b"))
+    assert second.credentials.username == f"robot$team+{name}-b"
+    assert code(user, first) == 200 and code(second.credentials.username,
+                                             second.credentials.token) == 200
     await robots.delete_token(name)
-    assert not (await robots.observe_token(two_projects)).exists
+    assert code(user, first) == 401
+    assert not (await robots.observe_token(req, max_age=0)).exists, "slot b is another robot"
+
+    wider = dataclasses.replace(req, external_name=f"{name}-b", write=("team",))
+    assert (await robots.observe_token(wider, max_age=0)).differences == ["permissions"]
+    assert await robots.update_token(wider) is True
+    assert (await robots.observe_token(wider, max_age=0)).up_to_date
+
+    two_projects = dataclasses.replace(wider, read=("team", "library"))
+    assert await robots.update_token(two_projects) is False, "a new level: a new robot"
+    await robots.delete_token(f"{name}-b")
+    assert not (await robots.observe_token(two_projects, max_age=0)).exists
 
 
 async def test_writes_after_reads_carry_no_session_cookie(harbor_a: Any, harbor_b: Any,

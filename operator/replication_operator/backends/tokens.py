@@ -1,7 +1,13 @@
 """Access credentials on a server (the Token kind), for every backend that has them.
 
-A token's secret value is returned by the server once, at creation or rotation; the
-caller must store it (in a Kubernetes Secret) before anything else can fail.
+A token's secret value is returned by the server once, at creation; the caller must
+store it (in a Kubernetes Secret) before anything else can fail.
+
+Rotation is make-before-break: a Token owns up to two credentials on the server, its
+current one and, during a rotation, the one it replaces. They live in two slots with
+deterministic names (`<name>` and `<name>-b`): a rotation issues the other slot, hands
+its value to every dependent, and only then revokes the old one. Drivers therefore
+never rotate a credential in place (that would break every job using it at once).
 """
 
 from __future__ import annotations
@@ -12,11 +18,18 @@ from typing import Protocol
 
 from replication_operator.credentials import Credentials
 
+SECOND_SLOT_SUFFIX = "-b"
+
+
+def other_slot(base: str, current: str) -> str:
+    """The slot a rotation issues next: the base name and `<base>-b` take turns."""
+    return f"{base}{SECOND_SLOT_SUFFIX}" if current == base else base
+
 
 @dataclass(frozen=True)
 class TokenRequest:
     key: str  # "namespace/name" of the Token resource
-    external_name: str
+    external_name: str  # the slot this request is about
     full_access: bool = False
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
@@ -43,15 +56,18 @@ class IssuedCredential:
 
 
 class TokenDriver(Protocol):
-    async def observe_token(self, request: TokenRequest) -> TokenObservation: ...
+    async def observe_token(self, request: TokenRequest, *, max_age: float
+                            ) -> TokenObservation:
+        """The credential in `request.external_name`'s slot. Drivers answer from one
+        list call per server shared by every Token (at most `max_age` seconds old)."""
+        ...
 
     async def create_token(self, request: TokenRequest) -> IssuedCredential: ...
 
-    async def update_token(self, request: TokenRequest) -> IssuedCredential | None:
-        """Apply changed permissions; a new credential if the server had to reissue it."""
+    async def update_token(self, request: TokenRequest) -> bool:
+        """Apply changed permissions in place; False where the server cannot (the
+        caller then issues the other slot with the new permissions)."""
         ...
-
-    async def rotate_token(self, request: TokenRequest) -> IssuedCredential: ...
 
     async def delete_token(self, external_name: str) -> None: ...
 

@@ -1,24 +1,40 @@
-"""Token: a credential on a server, delivered into a Secret."""
+"""Token: a credential on a server, delivered into a Secret, rotated make-before-break."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import kopf
 
 from replication_operator import GROUP, VERSION, events, kube
-from replication_operator.backends.tokens import IssuedCredential, TokenDriver, TokenRequest
-from replication_operator.config import ROTATE_REQUESTED
+from replication_operator.backends.tokens import (
+    IssuedCredential,
+    TokenDriver,
+    TokenRequest,
+    other_slot,
+)
+from replication_operator.config import CREDENTIAL, CREDENTIAL_GENERATION, ROTATE_REQUESTED
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
 from replication_operator.handlers.cleanup import clean_up
 from replication_operator.metrics import TOKEN_EXPIRY
-from replication_operator.reconcile.token import TokenVerb, plan_token, rotation_due, token_status
-from replication_operator.status import changed_fields, now_iso
+from replication_operator.reconcile.token import (
+    DEFAULT_GRACE_SECONDS,
+    TokenPlan,
+    TokenVerb,
+    delivered,
+    iso,
+    plan_token,
+    revocation,
+    rotation_due,
+    token_status,
+)
+from replication_operator.status import now_iso
 
 PLURAL = "tokens"
 KIND = "Token"
@@ -29,12 +45,15 @@ def secret_name(name: str, spec: Any) -> str:
     return str(spec.get("secretName") or name)
 
 
-def token_request(ns: str, name: str, spec: Any, status: Any) -> TokenRequest:
+def base_name(ns: str, name: str, spec: Any) -> str:
+    """The credential's name on the server (its first slot; the second adds `-b`)."""
+    return str(spec.get("externalName") or f"{ns}.{name}")
+
+
+def token_request(ns: str, name: str, spec: Any, slot: str) -> TokenRequest:
     perms = spec.get("permissions") or {}
     return TokenRequest(
-        key=f"{ns}/{name}",
-        external_name=str(spec.get("externalName") or status.get("externalName")
-                          or f"{ns}.{name}"),
+        key=f"{ns}/{name}", external_name=slot,
         full_access=bool(perms.get("fullAccess", False)),
         read=tuple(perms.get("read") or ()), write=tuple(perms.get("write") or ()),
         expires_in_days=int(spec.get("expiresInDays") or 0))
@@ -51,20 +70,18 @@ def secret_data(issued: IssuedCredential) -> dict[str, str]:
 
 
 async def deliver(write_secret: Callable[[dict[str, str]], Awaitable[None]], secret: str,
-                  issued: IssuedCredential, driver: TokenDriver, request: TokenRequest, *,
-                  created: bool) -> None:
-    """Write the value before anything else can fail; never keep a token whose value
-    is lost: if the Secret cannot be written, a just-created token is removed again
-    (the next reconcile creates a new one)."""
+                  issued: IssuedCredential, driver: TokenDriver, request: TokenRequest
+                  ) -> None:
+    """Write the value before anything else can fail; never keep a credential whose
+    value is lost: if the Secret cannot be written, the just-issued credential is
+    removed again (the next reconcile issues a new one)."""
     try:
         await write_secret(secret_data(issued))
     except Exception as exc:
-        if created:
-            await driver.delete_token(request.external_name)
+        await driver.delete_token(request.external_name)
         raise TransientBackendError(
-            f"could not write Secret {secret!r} ({type(exc).__name__}); the credential "
-            f"was {'removed' if created else 'left'} and will be reissued",
-            code="SecretWriteFailed") from None
+            f"could not write Secret {secret!r} ({type(exc).__name__}); the new "
+            f"credential was removed and will be reissued", code="SecretWriteFailed") from None
 
 
 async def driver_for(ctx: OperatorContext, ns: str, server: str) -> TokenDriver:
@@ -76,108 +93,205 @@ async def driver_for(ctx: OperatorContext, ns: str, server: str) -> TokenDriver:
     return driver
 
 
+@dataclass
+class Outcome:
+    """What one reconcile of a Token decided: status fields, Events, a note."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
+    note: str = ""
+
+
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    only = ctx.config.selection()  # this shard's resources (--selector)
     config = ctx.config
 
-    async def reconcile(body: kopf.Body, patch: kopf.Patch) -> BackendError | None:
-        ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
-        previous = dict(body.get("status") or {})
-        request = token_request(ns, name, spec, previous)
-        target_secret = secret_name(name, spec)
-        fields: dict[str, Any] = {"externalName": request.external_name,
-                                  "secretName": target_secret}
-        error: BackendError | None = None
-        async with ctx.lock(body.metadata.uid or f"{ns}/{name}"):
+    @kopf.index(GROUP, VERSION, "replications", id="token_users", registry=registry)
+    def token_users(namespace: str | None, name: str, body: kopf.Body, **_: Any
+                    ) -> dict[tuple[str, str], tuple[str, str | None]]:
+        """Replications by the Token they use: (namespace, token) → (replication, the
+        credential generation it applied last)."""
+        spec: Mapping[str, Any] = body.get("spec") or {}
+        applied: Mapping[str, Any] = (body.get("status") or {}).get("tokenGenerations") or {}
+        users: dict[tuple[str, str], tuple[str, str | None]] = {}
+        for side in ("source", "target"):
+            ref: Mapping[str, Any] = (spec.get(side) or {}).get("tokenRef") or {}
+            if ref.get("name"):
+                users[(namespace or "", ref["name"])] = (name, applied.get(ref["name"]))
+        return users
+
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, users: kopf.Index[
+            tuple[str, str], tuple[str, str | None]]) -> BackendError | None:
+        ns, name = body.metadata.namespace or "", body.metadata.name or ""
+        uid = body.metadata.uid or f"{ns}/{name}"
+        async with ctx.lock(uid):
+            previous = ctx.statuses.current(uid, body.get("status"))
+            outcome = Outcome()
+            error: BackendError | None = None
             try:
-                driver = await driver_for(ctx, ns, spec["server"])
-                seen = await driver.observe_token(request)
-                data = await kube.read_secret(ns, target_secret) or {}
-                requested = body.metadata.annotations.get(ROTATE_REQUESTED)
-                verb, reason = plan_token(
-                    seen=seen, secret_has_value=bool(data.get("token")),
-                    rotate_due=rotation_due(every_days=(spec.get("rotation") or {})
-                                            .get("everyDays"),
-                                            last_rotation=previous.get("lastRotationTime"),
-                                            created_at=previous.get("createdAt"),
-                                            now=datetime.now(UTC)),
-                    rotate_requested=bool(requested)
-                    and requested != previous.get("lastRotateRequest"))
-                issued: IssuedCredential | None = None
-                if verb is TokenVerb.CREATE:
-                    issued = await driver.create_token(request)
-                elif verb is TokenVerb.ROTATE:
-                    issued = await driver.rotate_token(request)
-                elif verb is TokenVerb.UPDATE:
-                    issued = await driver.update_token(request)
-                if issued is not None:
-                    await deliver(partial(kube.apply_secret, ns, target_secret,
-                                          owner=kube.owner_reference(body),
-                                          labels=SECRET_LABELS),
-                                  target_secret, issued, driver, request,
-                                  created=verb is TokenVerb.CREATE)
-                    fields["generation"] = str(int(previous.get("generation") or 0) + 1)
-                    if verb is TokenVerb.CREATE:
-                        fields["createdAt"] = issued.created_at or now_iso()
-                    else:
-                        fields["lastRotationTime"] = now_iso()
-                    if issued.expires_at:
-                        fields["expiresAt"] = issued.expires_at
-                    if issued.credentials.username:
-                        fields["username"] = issued.credentials.username
-                if verb is not TokenVerb.NOTHING:
-                    events.normal(body, reason=reason, message=f"{verb.value}d credential "
-                              f"{request.external_name}; Secret {target_secret}")
-                if requested:
-                    fields["lastRotateRequest"] = requested
-                if seen.created_at and not previous.get("createdAt"):
-                    fields.setdefault("createdAt", seen.created_at)
-                if seen.expires_at:
-                    fields.setdefault("expiresAt", seen.expires_at)
+                await converge(body, previous, outcome, list(users.get((ns, name), [])))
             except BackendError as exc:
                 error = exc
-        status = token_status(previous=previous, generation=body.meta.get("generation"),
-                              error=error, fields=fields, now=now_iso())
-        for key, value in changed_fields(previous, status).items():
-            patch.status[key] = value
+            status = token_status(previous=previous, generation=body.meta.get("generation"),
+                                  error=error, fields=outcome.fields, now=now_iso(),
+                                  note=outcome.note)
+            for key, value in ctx.statuses.write(uid, body.get("status"), status).items():
+                patch.status[key] = value
+        for reason, message in outcome.events:
+            events.normal(body, reason=reason, message=message)
         expires = status.get("expiresAt") or previous.get("expiresAt")
         if expires:
             TOKEN_EXPIRY.labels(ns, name).set(
                 datetime.fromisoformat(str(expires).replace("Z", "+00:00")).timestamp())
-        ready = error is None
-        ctx.tally.set(KIND, f"{ns}/{name}", "Ready" if ready else "Error", ready)
+        ctx.tally.set(KIND, f"{ns}/{name}", "Ready" if error is None else "Error",
+                      error is None)
         if error is not None and (previous.get("conditions") or [{}])[0].get("message") \
                 != error.message:
             events.warning(body, reason=error.code, message=error.message)
         return error
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    async def changed(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
-        error = await reconcile(body, patch)
+    async def converge(body: kopf.Body, previous: Mapping[str, Any], outcome: Outcome,
+                       dependents: Iterable[tuple[str, str | None]]) -> None:
+        ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
+        target_secret = secret_name(name, spec)
+        base = base_name(ns, name, spec)
+        fields = outcome.fields
+        fields["secretName"] = target_secret
+        driver = await driver_for(ctx, ns, spec["server"])
+        data, annotations = await kube.read_secret_annotated(ns, target_secret) or ({}, {})
+        # a crash between the Secret write and the status write: the Secret knows
+        fields.update(delivered(previous, annotations, credential_key=CREDENTIAL,
+                                generation_key=CREDENTIAL_GENERATION))
+        state = {**previous, **fields}
+        current = str(state.get("externalName") or base)
+        fields["externalName"] = current
+        generation = str(state.get("generation") or "")
+        now = datetime.now(UTC)
+        grace = int((spec.get("rotation") or {}).get("graceSeconds", DEFAULT_GRACE_SECONDS))
+        pending = state.get("previousCredential")
+        if pending and not pending.get("revokeAfter"):  # caught up from the Secret
+            pending = {**pending, "revokeAfter": iso(now + timedelta(seconds=grace))}
+            fields["previousCredential"] = pending
+        seen = await driver.observe_token(token_request(ns, name, spec, current),
+                                          max_age=config.resync_interval)
+        requested = body.metadata.annotations.get(ROTATE_REQUESTED)
+        new_request = bool(requested) and requested != previous.get("lastRotateRequest")
+        plan = plan_token(
+            seen=seen, secret_has_value=bool(data.get("token")) and
+            annotations.get(CREDENTIAL, current) == current,
+            rotate_due=rotation_due(every_days=(spec.get("rotation") or {}).get("everyDays"),
+                                    last_rotation=previous.get("lastRotationTime"),
+                                    created_at=previous.get("createdAt"), now=now),
+            rotate_requested=new_request, revocation_pending=bool(pending))
+        if plan.verb is TokenVerb.UPDATE and not await driver.update_token(
+                token_request(ns, name, spec, current)):
+            plan = TokenPlan(TokenVerb.ROTATE, "Updated", urgent=True)
+        elif plan.verb is TokenVerb.UPDATE:
+            outcome.events.append(("Updated", f"updated credential {current} in place"))
+        if plan.verb is TokenVerb.ROTATE and pending:  # urgent: the old one goes first
+            await revoke(driver, pending, outcome, "a new credential had to be issued now")
+            pending = None
+        if plan.verb in (TokenVerb.CREATE, TokenVerb.ROTATE):
+            slot = current if plan.verb is TokenVerb.CREATE else other_slot(base, current)
+            generation = str(int(generation or 0) + 1)
+            issued = await issue(body, driver, slot, generation, target_secret)
+            fields.update({"externalName": slot, "generation": generation})
+            if issued.created_at and plan.verb is TokenVerb.CREATE:
+                fields["createdAt"] = issued.created_at
+            elif plan.verb is TokenVerb.CREATE:
+                fields["createdAt"] = now_iso()
+            else:
+                fields["lastRotationTime"] = now_iso()
+            if issued.expires_at:
+                fields["expiresAt"] = issued.expires_at
+            if issued.credentials.username:
+                fields["username"] = issued.credentials.username
+            if plan.verb is TokenVerb.ROTATE and seen.exists:
+                pending = {"externalName": current,
+                           "revokeAfter": iso(now + timedelta(seconds=grace))}
+                fields["previousCredential"] = pending
+            outcome.events.append((plan.reason, issued_message(
+                slot, generation, target_secret, pending if plan.verb is TokenVerb.ROTATE
+                else None)))
+        if plan.verb is TokenVerb.WAIT and pending:
+            outcome.note = (f"a rotation waits until the previous credential "
+                            f"{pending['externalName']} is revoked (at the latest "
+                            f"{pending.get('revokeAfter', 'now')})")
+        elif requested and plan.verb is not TokenVerb.WAIT:
+            fields["lastRotateRequest"] = requested
+        decision = revocation(previous=pending, generation=generation,
+                              dependents=dependents, now=now)
+        if decision.due and pending:
+            await revoke(driver, pending, outcome, decision.message)
+        elif pending:
+            outcome.note = outcome.note or decision.message
+        if seen.created_at and not previous.get("createdAt"):
+            fields.setdefault("createdAt", seen.created_at)
+        if seen.expires_at:
+            fields.setdefault("expiresAt", seen.expires_at)
+
+    async def issue(body: kopf.Body, driver: TokenDriver, slot: str, generation: str,
+                    target_secret: str) -> IssuedCredential:
+        """Create the credential in `slot` (removing a leftover of an interrupted
+        rotation first: its value is lost) and deliver it into the Secret at once."""
+        ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
+        request = token_request(ns, name, spec, slot)
+        if (await driver.observe_token(request, max_age=0)).exists:
+            await driver.delete_token(slot)
+        issued = await driver.create_token(request)
+        await deliver(partial(kube.apply_secret, ns, target_secret,
+                              owner=kube.owner_reference(body), labels=SECRET_LABELS,
+                              annotations={CREDENTIAL: slot, CREDENTIAL_GENERATION: generation}),
+                      target_secret, issued, driver, request)
+        return issued
+
+    async def revoke(driver: TokenDriver, pending: Mapping[str, Any], outcome: Outcome,
+                     why: str) -> None:
+        old = str(pending["externalName"])
+        await driver.delete_token(old)
+        outcome.fields["previousCredential"] = None
+        outcome.events.append(("Revoked", f"revoked the previous credential {old}: {why}"))
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, **only)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, **only)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, **only)
+    async def changed(body: kopf.Body, patch: kopf.Patch, retry: int, **kwargs: Any) -> None:
+        error = await reconcile(body, patch, kwargs["token_users"])
         if isinstance(error, TransientBackendError):
             raise kopf.TemporaryError(error.message, delay=config.backoff(retry))
 
-    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=config.resync_interval,
+    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, **only, interval=config.resync_interval,
                 initial_delay=config.resync_interval)
-    async def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    async def resync(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
         if not body.metadata.get("deletionTimestamp"):
-            await reconcile(body, patch)
+            await reconcile(body, patch, kwargs["token_users"])
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
                       **_: Any) -> None:
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
-        request = token_request(ns, name, spec, body.get("status") or {})
+        base = base_name(ns, name, spec)
         ctx.tally.drop(KIND, f"{ns}/{name}")
+        ctx.release(body.metadata.uid or "")
         with contextlib.suppress(KeyError):
             TOKEN_EXPIRY.remove(ns, name)
 
         async def remove() -> str:
             driver = await driver_for(ctx, ns, spec["server"])
-            await driver.delete_token(request.external_name)
+            for slot in (base, other_slot(base, base)):  # current and previous, if any
+                await driver.delete_token(slot)
             return ""
 
         await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
-                       what=f"credential {request.external_name}", remove=remove)
+                       what=f"credential {base}", remove=remove)
         await kube.delete_secret(ns, secret_name(name, spec))
+
+
+def issued_message(slot: str, generation: str, secret: str,
+                   pending: Mapping[str, Any] | None) -> str:
+    text = f"issued credential {slot} (generation {generation}) into Secret {secret}"
+    if pending:
+        text += (f"; the previous credential {pending['externalName']} is revoked once "
+                 f"every Replication using it has switched, at the latest "
+                 f"{pending['revokeAfter']}")
+    return text

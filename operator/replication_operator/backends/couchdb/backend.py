@@ -18,6 +18,7 @@ from replication_operator.backends.base import (
     Observation,
     ReplicationRequest,
     ServerInfo,
+    dotted_name,
 )
 from replication_operator.backends.couchdb import docs
 from replication_operator.backends.couchdb.selector import selector_to_js
@@ -75,6 +76,7 @@ class CouchDBBackend:
         self._connection_for = connection_for
         self.info: ServerInfo | None = None
         self._state = Snapshot(self._list_state)
+        self._tokens = CouchDBTokens(conn)
 
     # -- server -------------------------------------------------------------
 
@@ -92,8 +94,10 @@ class CouchDBBackend:
     def replications(self) -> CouchDBBackend:
         return self
 
+    default_name = staticmethod(dotted_name)
+
     def tokens(self) -> CouchDBTokens:
-        return CouchDBTokens(self.conn)
+        return self._tokens
 
     # -- observation --------------------------------------------------------
 

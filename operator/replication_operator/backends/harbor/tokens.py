@@ -6,7 +6,8 @@ fullAccess → a system-level robot (`robot$<name>`) with one permission per pro
 repositories: on a real Harbor a robot with repository pull alone gets 403 from
 `GET /projects/<private project>` (BACKENDS.md §2a), so it could not see what it may
 pull. Write adds push (a push client reads manifests too). The secret is returned
-once, at creation or refresh (PATCH), never by a read.
+once, at creation, never by a read; rotations issue another robot (the other slot,
+backends/tokens.py) rather than refreshing the secret, which would break its users.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from replication_operator.backends.harbor.docs import owner_marker
 from replication_operator.backends.harbor.paging import API, list_all
+from replication_operator.backends.snapshot import Snapshot
 from replication_operator.backends.tokens import IssuedCredential, TokenObservation, TokenRequest
 from replication_operator.credentials import Credentials
 from replication_operator.errors import SpecError
@@ -95,21 +97,25 @@ def _iso_from_unix(value: Any) -> str | None:
 
 
 class HarborRobots:
+    """Robot accounts, observed from one paged list of every robot per server per resync
+    (`q=Level=system`: without a Level key Harbor lists system robots only)."""
+
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
+        self._list = Snapshot(self._fetch)
 
-    async def _find(self, external_name: str) -> dict[str, Any] | None:
-        # Level=system lists robots of every level (without a Level key Harbor adds
-        # ProjectID=0: system robots only); fuzzy, because Harbor matches q on the
-        # stored name, which lacks the prefix and has "<project>+" for project robots
-        items = await list_all(self.conn, "/robots",
-                               {"q": f"Level=system,name=~{external_name}"})
+    async def _fetch(self) -> list[dict[str, Any]]:
+        return await list_all(self.conn, "/robots", {"q": "Level=system"})
+
+    async def _find(self, external_name: str, *, max_age: float) -> dict[str, Any] | None:
+        items = await self._list.get(max_age)
         return next((r for r in items if is_robot_for(str(r.get("name", "")), external_name)),
                     None)
 
-    async def observe_token(self, request: TokenRequest) -> TokenObservation:
+    async def observe_token(self, request: TokenRequest, *, max_age: float
+                            ) -> TokenObservation:
         desired = robot_body(request)
-        robot = await self._find(request.external_name)
+        robot = await self._find(request.external_name, max_age=max_age)
         if robot is None:
             return TokenObservation(exists=False, up_to_date=False)
         diff = robot_differences(desired, robot)
@@ -118,39 +124,37 @@ class HarborRobots:
                                 expires_at=_iso_from_unix(robot.get("expires_at")))
 
     async def create_token(self, request: TokenRequest) -> IssuedCredential:
-        response = await self.conn.request("POST", f"{API}/robots", json=robot_body(request))
+        try:
+            response = await self.conn.request("POST", f"{API}/robots",
+                                               json=robot_body(request))
+        finally:
+            self._list.invalidate()
         created = response.json()
         return IssuedCredential(
             Credentials(username=str(created["name"]), token=str(created["secret"])),
             created_at=created.get("creation_time"),
             expires_at=_iso_from_unix(created.get("expires_at")))
 
-    async def update_token(self, request: TokenRequest) -> IssuedCredential | None:
+    async def update_token(self, request: TokenRequest) -> bool:
+        """Permissions and duration change in place; a change of level changes the
+        robot's name, which Harbor cannot do: False (the other slot is issued)."""
         desired = robot_body(request)
-        robot = await self._find(request.external_name)
+        robot = await self._find(request.external_name, max_age=0)
         if robot is None or full_name(desired) != robot.get("name"):
-            # the level (and so the name) cannot change in place: reissue
-            await self.delete_token(request.external_name)
-            return await self.create_token(request)
+            return False
         update = {key: value for key, value in robot.items() if key != "secret"}
         update.update({k: desired[k] for k in ("description", "disable", "duration",
                                                 "permissions")})
-        await self.conn.request("PUT", f"{API}/robots/{robot['id']}", json=update)
-        return None
-
-    async def rotate_token(self, request: TokenRequest) -> IssuedCredential:
-        robot = await self._find(request.external_name)
-        if robot is None:
-            return await self.create_token(request)
-        # an empty body: Harbor generates the new secret and returns it once
-        response = await self.conn.request("PATCH", f"{API}/robots/{robot['id']}", json={})
-        return IssuedCredential(
-            Credentials(username=str(robot["name"]), token=str(response.json()["secret"])),
-            created_at=robot.get("creation_time"),
-            expires_at=_iso_from_unix(robot.get("expires_at")))
+        try:
+            await self.conn.request("PUT", f"{API}/robots/{robot['id']}", json=update)
+        finally:
+            self._list.invalidate()
+        return True
 
     async def delete_token(self, external_name: str) -> None:
-        robot = await self._find(external_name)
+        robot = await self._find(external_name, max_age=0)
         if robot is not None:
-            await self.conn.request("DELETE", f"{API}/robots/{robot['id']}", allow=(404,))
-
+            try:
+                await self.conn.request("DELETE", f"{API}/robots/{robot['id']}", allow=(404,))
+            finally:
+                self._list.invalidate()

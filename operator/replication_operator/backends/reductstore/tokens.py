@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from replication_operator.backends.snapshot import Snapshot
 from replication_operator.backends.tokens import (
     IssuedCredential,
     TokenObservation,
@@ -20,25 +21,40 @@ API = "/api/v1"
 
 
 class ReductStoreTokens:
-    """API tokens: `/api/v1/tokens/{name}` (read/write bucket lists or full access)."""
+    """API tokens: `/api/v1/tokens/{name}` (read/write bucket lists or full access).
+
+    Observed from one `GET /api/v1/tokens` per server per resync (1.21 lists each token
+    with its permissions). Tokens cannot be edited: a permission change issues the other
+    slot (make-before-break, see backends/tokens.py).
+    """
 
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
+        self._list = Snapshot(self._fetch)
 
     def _path(self, name: str) -> str:
         return f"{API}/tokens/{quote(name, safe='')}"
+
+    async def _fetch(self) -> dict[str, dict[str, Any]]:
+        response = await self.conn.request("GET", f"{API}/tokens")
+        return {str(t["name"]): t for t in response.json().get("tokens", [])}
 
     @staticmethod
     def _permissions(request: TokenRequest) -> dict[str, Any]:
         return {"full_access": request.full_access, "read": sorted(request.read),
                 "write": sorted(request.write)}
 
-    async def observe_token(self, request: TokenRequest) -> TokenObservation:
-        response = await self.conn.request("GET", self._path(request.external_name),
-                                           allow=(404,))
-        if response.status_code == 404:
+    async def observe_token(self, request: TokenRequest, *, max_age: float
+                            ) -> TokenObservation:
+        body = (await self._list.get(max_age)).get(request.external_name)
+        if body is None:
             return TokenObservation(exists=False, up_to_date=False)
-        body = response.json()
+        if body.get("permissions") is None:  # a version that lists names only
+            response = await self.conn.request("GET", self._path(request.external_name),
+                                               allow=(404,))
+            if response.status_code == 404:
+                return TokenObservation(exists=False, up_to_date=False)
+            body = response.json()
         stored = body.get("permissions") or {}
         want = self._permissions(request)
         diff = sorted(k for k in want if (sorted(stored.get(k) or []) if k != "full_access"
@@ -68,25 +84,18 @@ class ReductStoreTokens:
                 raise SpecError("spec.expiresInDays: this ReductStore version does not "
                                 "accept token expiry") from None
             raise
+        finally:
+            self._list.invalidate()
         payload = response.json()
         return IssuedCredential(Credentials(token=str(payload["value"])),
                                 created_at=payload.get("created_at"),
                                 expires_at=body.get("expires_at"))
 
-    async def update_token(self, request: TokenRequest) -> IssuedCredential | None:
-        # Tokens cannot be edited: reissue. The old value stops working at once, so the
-        # caller writes the new one into the Secret before returning.
-        await self.delete_token(request.external_name)
-        return await self.create_token(request)
-
-    async def rotate_token(self, request: TokenRequest) -> IssuedCredential:
-        response = await self.conn.request("POST", f"{self._path(request.external_name)}/rotate",
-                                           allow=(404, 405))
-        if response.status_code in (404, 405):  # older servers: no rotate endpoint
-            return await self.update_token(request)  # type: ignore[return-value]
-        payload = response.json()
-        return IssuedCredential(Credentials(token=str(payload["value"])),
-                                created_at=payload.get("created_at"))
+    async def update_token(self, request: TokenRequest) -> bool:
+        return False  # a token cannot be edited: the other slot is issued instead
 
     async def delete_token(self, external_name: str) -> None:
-        await self.conn.request("DELETE", self._path(external_name), allow=(404,))
+        try:
+            await self.conn.request("DELETE", self._path(external_name), allow=(404,))
+        finally:
+            self._list.invalidate()
