@@ -94,3 +94,41 @@ def test_provisioned_is_reported() -> None:
     seen = rs.observe(request(), {"mode": "enabled", "is_active": True, "is_provisioned": True},
                       None, desired)
     assert seen.provisioned
+
+
+def detail(errored: int, errors: dict[str, dict[str, object]] | None = None
+           ) -> dict[str, object]:
+    return {"settings": rs.desired_settings(request(), TOKEN),
+            "diagnostics": {"hourly": {"ok": 3, "errored": errored, "errors": errors or {}}}}
+
+
+def test_a_refused_token_is_a_failure_although_the_list_says_active() -> None:
+    """ReductStore 1.21 keeps `is_active: true` while the destination answers 401, and
+    drops the records it could not send: errors that rose since the last look are the
+    only sign."""
+    item = {"name": "ns.r", "mode": "enabled", "is_active": True, "pending_records": 0}
+    desired = rs.desired_settings(request(), TOKEN)
+    refused = {"401": {"count": 2, "last_message": "Invalid token"}}
+    seen = rs.observe(request(), item, detail(2, refused), desired, errors_before={})
+    assert (seen.phase, seen.reason) == ("Failed", "DestinationRefusedToken")
+    assert "HTTP 401" in seen.message and TOKEN not in seen.message
+    old_news = rs.observe(request(), item, detail(2, refused), desired,
+                          errors_before={"401": 2})
+    assert old_news.phase == RUNNING, "errors counted before are history, not state"
+    first_look = rs.observe(request(), item, detail(2, refused), desired)
+    assert first_look.phase == RUNNING, "no baseline yet: nothing to compare"
+    both = {**refused, "500": {"count": 3, "last_message": "x"}}
+    other = rs.observe(request(), item, detail(5, both), desired, errors_before={"401": 2})
+    assert (other.phase, other.reason) == (ERROR, "DestinationErrors")
+    assert "HTTP 500" in other.message, "the 401s are old news"
+    copies = {"409": {"count": 40, "last_message": "A record already exists"}}
+    swap = rs.observe(request(), item, detail(40, copies), desired, errors_before={})
+    assert swap.phase == RUNNING, "a record the destination has already is no error"
+    assert rs.error_counts(detail(7, both)) == {"401": 2, "500": 3}
+
+
+def test_replication_names_have_no_dots_on_reductstore() -> None:
+    from replication_operator.backends.reductstore.backend import ReductStoreBackend
+
+    assert ReductStoreBackend.default_name("team", "orders.eu") == "team__orders_eu"
+    assert "." not in ReductStoreBackend.default_name("a-b", "c.d.e")

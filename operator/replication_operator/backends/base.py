@@ -46,6 +46,7 @@ class ReplicationRequest:
     filter: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     adopted: bool = False  # externalName given: the job exists already, take it over
+    retiring: str = ""  # a job this one replaced, still draining (status.retiring)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class Observation:
     mode: str | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
     handle: dict[str, Any] = field(default_factory=dict)  # backend bookkeeping (_rev, ...)
+    retired: bool = False  # the request's `retiring` job has drained and is gone
 
     @classmethod
     def absent(cls) -> Observation:
@@ -103,6 +105,11 @@ class ReplicationDriver(Protocol):
     #: True where a job cannot be paused, so `suspend` removes it from the server.
     suspend_deletes: bool
 
+    def default_name(self, namespace: str, name: str) -> str:
+        """The job's name on the server when the spec gives none: deterministic, so a
+        restart in the middle of a create never makes a duplicate."""
+        ...
+
     def validate(self, request: ReplicationRequest) -> None:
         """Raise SpecError for what this server type cannot do."""
         ...
@@ -111,9 +118,17 @@ class ReplicationDriver(Protocol):
 
     async def create(self, request: ReplicationRequest) -> None: ...
 
-    async def update(self, request: ReplicationRequest, seen: Observation) -> None: ...
+    async def update(self, request: ReplicationRequest, seen: Observation) -> str | None:
+        """Apply the spec; a new name when the job was replaced by a new one (the old
+        one then drains under `request.retiring` and goes once done: see observe)."""
+        ...
 
     async def delete(self, external_name: str, seen: Observation | None) -> None: ...
+
+
+def dotted_name(namespace: str, name: str) -> str:
+    """`<namespace>.<name>`: unique, since namespaces have no dots."""
+    return f"{namespace}.{name}"
 
 
 @dataclass

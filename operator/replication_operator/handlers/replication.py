@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from replication_operator.backends.base import (
     ReplicationDriver,
     ReplicationRequest,
 )
+from replication_operator.config import CREDENTIAL_GENERATION
 from replication_operator.context import OperatorContext
 from replication_operator.credentials import Credentials
 from replication_operator.errors import BackendError, MissingReferenceError, TransientBackendError
@@ -27,32 +29,37 @@ from replication_operator.reconcile.replication import (
     plan,
 )
 from replication_operator.servers import ServerEntry, with_credentials
-from replication_operator.status import changed_fields, now_iso
+from replication_operator.status import now_iso
 
 PLURAL = "replications"
 KIND = "Replication"
 PUSH_TYPES = {"reductstore"}  # job lives on the source server; others pull (target)
 
 
-def external_name(namespace: str, name: str, spec: Mapping[str, Any]) -> str:
-    """Deterministic, so a restart in the middle of a create never makes a duplicate."""
-    return str(spec.get("externalName") or f"{namespace}.{name}")
+def external_name(namespace: str, name: str, spec: Mapping[str, Any],
+                  status: Mapping[str, Any], driver: ReplicationDriver) -> str:
+    """The job's name on the server: spec.externalName, else the name it was made with
+    (status), else the driver's deterministic default."""
+    return str(spec.get("externalName") or status.get("externalName")
+               or driver.default_name(namespace, name))
 
 
 async def token_credentials(namespace: str, ref: Mapping[str, Any]
                             ) -> tuple[Credentials, str, str]:
-    """Credentials from a Token's Secret, the auth type that uses them, and the Token's
-    credential generation (it changes on every rotation)."""
+    """Credentials from a Token's Secret, the auth type that uses them, and the
+    credential's generation (it changes on every rotation). The generation comes from
+    the Secret itself, so it always belongs to the value read with it."""
     token = await kube.get_custom(namespace, "tokens", ref["name"])
     if token is None:
         raise MissingReferenceError(f"Token {ref['name']!r} (tokenRef) not found")
     status = token.get("status") or {}
-    generation = str(status.get("generation") or "")
     secret_name = (status.get("secretName") or token["spec"].get("secretName") or ref["name"])
-    data = await kube.read_secret(namespace, secret_name)
+    found = await kube.read_secret_annotated(namespace, secret_name)
+    data, annotations = found or ({}, {})
     if not data:
         raise MissingReferenceError(f"Token {ref['name']!r} has no credential yet (Secret "
-                              f"{secret_name!r} missing)")
+                                    f"{secret_name!r} missing)")
+    generation = str(annotations.get(CREDENTIAL_GENERATION) or status.get("generation") or "")
     if data.get("password"):
         creds = Credentials(username=data.get("username", ""), password=data["password"])
         return creds, "basic", generation
@@ -75,8 +82,8 @@ class Resolved:
         return self.entry.backend.replications()
 
 
-async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping[str, Any]
-                  ) -> Resolved:
+async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping[str, Any],
+                  status: Mapping[str, Any]) -> Resolved:
     generations: dict[str, str] = {}
 
     async def endpoint(side: str) -> Endpoint:
@@ -85,7 +92,9 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
         settings = entry.settings
         if ref.get("tokenRef"):
             creds, auth_type, generation = await token_credentials(namespace, ref["tokenRef"])
-            settings = with_credentials(settings, creds, auth_type)
+            settings = with_credentials(
+                settings, creds, auth_type,
+                f"the credential of Token {ref['tokenRef']['name']!r} (spec.{side}.tokenRef)")
             generations[ref["tokenRef"]["name"]] = generation
         return Endpoint(settings, str(ref["database"]))
 
@@ -96,7 +105,8 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
     entry = await ctx.servers.get(namespace, job_server)
     request = ReplicationRequest(
         key=f"{namespace}/{name}",
-        external_name=external_name(namespace, name, spec),
+        external_name=external_name(namespace, name, spec, status,
+                                    entry.backend.replications()),
         source=source, target=target,
         continuous=bool(spec.get("continuous", True)),
         create_target=bool(spec["target"].get("create", False)),
@@ -104,67 +114,96 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
         filter=dict(spec.get("filter") or {}),
         options=dict(spec.get("options") or {}),
         adopted=bool(spec.get("externalName")),
+        retiring=str(status.get("retiring") or ""),
     )
     return Resolved(request, job_server, entry, generations)
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    only = ctx.config.selection()  # this shard's resources (--selector)
     config = ctx.config
 
     async def reconcile(body: kopf.Body, patch: kopf.Patch, *, max_age: float
                         ) -> BackendError | None:
         ns, name = body.metadata.namespace or "", body.metadata.name or ""
-        spec, previous = body.spec, dict(body.get("status") or {})
-        generation = body.meta.get("generation")
-        seen: Observation | None = None
-        error: BackendError | None = None
-        job_server = str(previous.get("server") or "")
-        ext = external_name(ns, name, spec)
-        token_generations: dict[str, str] | None = None
+        uid = body.metadata.uid or f"{ns}/{name}"
         started = time.monotonic()
-        async with ctx.lock(body.metadata.uid or f"{ns}/{name}"):
-            try:
-                resolved = await resolve(ctx, ns, name, spec)
-                job_server, driver, request = (resolved.job_server, resolved.driver,
-                                               resolved.request)
-                driver.validate(request)
-                seen = await driver.observe(request, max_age=max_age)
-                token_generations = resolved.token_generations
-                applied = previous.get("tokenGenerations")
-                action = plan(key=request.key, external_name=ext, seen=seen,
-                              suspend=request.suspend, suspend_deletes=driver.suspend_deletes,
-                              adopted=request.adopted,
-                              spec_changed=previous.get("observedGeneration") != generation,
-                              created_before=job_was_seen(previous),
-                              credentials_rotated=applied is not None
-                              and applied != token_generations)
-                if action.verb is Verb.CREATE:
-                    await driver.create(request)
-                elif action.verb is Verb.UPDATE:
-                    await driver.update(request, seen)
-                elif action.verb is Verb.DELETE:
-                    await driver.delete(ext, seen)
-                if action.verb is not Verb.NOTHING:
-                    emit = events.warning if action.reason == "DriftCorrected" else events.normal
-                    emit(body, action.reason, action.message)
-                    seen = await driver.observe(request, max_age=0)
-            except BackendError as exc:
-                error = exc
-                if exc.code == "Unauthorized":
-                    for side in ("source", "target"):
-                        ctx.servers.invalidate(ns, spec[side]["server"])
-        status = compute_status(previous=previous, generation=generation, seen=seen,
-                                error=error, suspended=bool(spec.get("suspend", False)),
-                                external_name=ext, server=job_server, now=now_iso())
-        if token_generations is not None and error is None:
-            status["tokenGenerations"] = token_generations
-        for key, value in changed_fields(previous, status).items():
-            patch.status[key] = value
+        async with ctx.lock(uid):
+            previous = ctx.statuses.current(uid, body.get("status"))
+            status, error = await converge(body, previous, max_age=max_age)
+            for key, value in ctx.statuses.write(uid, body.get("status"), status).items():
+                patch.status[key] = value
         if error is not None and (not previous.get("lastError") or
                                   previous["lastError"].get("message") != error.message):
             events.warning(body, reason=error.code, message=error.message)
         record(ns, name, status, error, time.monotonic() - started)
         return error
+
+    async def converge(body: kopf.Body, previous: Mapping[str, Any], *, max_age: float
+                       ) -> tuple[dict[str, Any], BackendError | None]:
+        """Bring the job in line with the spec; the new status and the error, if any."""
+        ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
+        generation = body.meta.get("generation")
+        seen: Observation | None = None
+        error: BackendError | None = None
+        job_server = str(previous.get("server") or "")
+        ext = str(spec.get("externalName") or previous.get("externalName") or "")
+        retiring = str(previous.get("retiring") or "")
+        token_generations: dict[str, str] | None = None
+        try:
+            resolved = await resolve(ctx, ns, name, spec, previous)
+            job_server, driver, request = (resolved.job_server, resolved.driver,
+                                           resolved.request)
+            ext = request.external_name
+            driver.validate(request)
+            seen = await driver.observe(request, max_age=max_age)
+            token_generations = resolved.token_generations
+            applied = previous.get("jobTokenGenerations") or previous.get("tokenGenerations")
+            action = plan(key=request.key, external_name=ext, seen=seen,
+                          suspend=request.suspend, suspend_deletes=driver.suspend_deletes,
+                          adopted=request.adopted,
+                          spec_changed=previous.get("observedGeneration") != generation,
+                          created_before=job_was_seen(previous),
+                          credentials_rotated=applied is not None
+                          and applied != token_generations)
+            replaced_by: str | None = None
+            if action.verb is Verb.CREATE:
+                await driver.create(request)
+            elif action.verb is Verb.UPDATE:
+                replaced_by = await driver.update(request, seen)
+            elif action.verb is Verb.DELETE:
+                await driver.delete(ext, seen)
+            if replaced_by:  # the job moved to a new one; the old one drains, then goes
+                request = dataclasses.replace(request, external_name=replaced_by,
+                                              retiring=request.external_name)
+                ext = replaced_by
+            if action.verb is not Verb.NOTHING:
+                emit = events.warning if action.reason == "DriftCorrected" else events.normal
+                emit(body, action.reason, action.message + (
+                    f" (as {replaced_by}; the old one is removed once it has sent what it "
+                    f"holds)" if replaced_by else ""))
+                seen = await driver.observe(request, max_age=0)
+            retiring = request.retiring
+            if retiring and seen.retired:
+                events.normal(body, "Replaced", f"removed {retiring} after it had sent what "
+                                                f"it held; {ext} replaces it")
+                retiring = ""
+        except BackendError as exc:
+            error = exc
+            if exc.code in ("Unauthorized", "CredentialsRefused"):
+                for side in ("source", "target"):
+                    ctx.servers.invalidate(ns, spec[side]["server"])
+        status = compute_status(previous=previous, generation=generation, seen=seen,
+                                error=error, suspended=bool(spec.get("suspend", False)),
+                                external_name=ext, server=job_server, now=now_iso())
+        if error is None and token_generations is not None:
+            status["retiring"] = retiring or None
+            status["jobTokenGenerations"] = token_generations or None
+            # the credentials in use are the new ones only once nothing old still sends:
+            # a Token revokes its previous credential when every dependent says so
+            if not retiring:
+                status["tokenGenerations"] = token_generations
+        return status, error
 
     def record(ns: str, name: str, status: Mapping[str, Any], error: BackendError | None,
                seconds: float) -> None:
@@ -176,9 +215,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         for field, value in (status.get("progress") or {}).items():
             PROGRESS.labels(ns, name, field).set(value)
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, **only)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, **only)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry, **only)
     async def changed(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
         error = await reconcile(body, patch, max_age=1.0)
         if isinstance(error, TransientBackendError):
@@ -187,26 +226,28 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         # permanent errors: status says Stalled; the resync timer re-checks at its own
         # pace, which heals references created later without a hot retry loop
 
-    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=config.resync_interval,
+    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, **only, interval=config.resync_interval,
                 initial_delay=config.resync_interval)
     async def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         if body.metadata.get("deletionTimestamp"):
             return
         await reconcile(body, patch, max_age=config.resync_interval)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
                       **_: Any) -> None:
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
-        ext = str((body.get("status") or {}).get("externalName") or
-                  external_name(ns, name, spec))
+        status = dict(body.get("status") or {})
         ctx.tally.drop(KIND, f"{ns}/{name}")
         ctx.release(body.metadata.uid or "")
 
         async def remove() -> str:
-            resolved = await resolve(ctx, ns, name, spec)
-            await resolved.driver.delete(ext, None)
+            resolved = await resolve(ctx, ns, name, spec, status)
+            for job in (resolved.request.external_name, resolved.request.retiring):
+                if job:
+                    await resolved.driver.delete(job, None)
             return ""
 
+        what = str(spec.get("externalName") or status.get("externalName") or f"{ns}/{name}")
         await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
-                       what=f"job {ext}", remove=remove)
+                       what=f"job {what}", remove=remove)

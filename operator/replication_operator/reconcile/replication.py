@@ -108,15 +108,15 @@ def plan(*, key: str, external_name: str, seen: Observed, suspend: bool,
         return Plan(Verb.CREATE, "Created", f"created {noun} {external_name}")
     if adopted and seen.owner != key:
         return Plan(Verb.UPDATE, "Adopted", f"adopted existing {noun} {external_name}")
-    if not seen.up_to_date:
-        fields = ", ".join(seen.differences) or "settings"
-        if spec_changed:
-            return Plan(Verb.UPDATE, "Updated", f"updated {noun} {external_name} ({fields})")
-        return Plan(Verb.UPDATE, "DriftCorrected",
-                    f"{noun} {external_name} was changed on the server ({fields}); put it back")
-    if credentials_rotated:
+    fields = ", ".join(seen.differences) or "settings"
+    if not seen.up_to_date and spec_changed:
+        return Plan(Verb.UPDATE, "Updated", f"updated {noun} {external_name} ({fields})")
+    if credentials_rotated:  # where the server shows credentials, they differ too
         return Plan(Verb.UPDATE, "CredentialsRotated",
                     f"{noun} {external_name} now uses the rotated credential")
+    if not seen.up_to_date:
+        return Plan(Verb.UPDATE, "DriftCorrected",
+                    f"{noun} {external_name} was changed on the server ({fields}); put it back")
     return Plan(Verb.NOTHING)
 
 

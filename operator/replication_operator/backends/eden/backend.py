@@ -29,6 +29,7 @@ from replication_operator.backends.base import (
     Observation,
     ReplicationRequest,
     ServerInfo,
+    dotted_name,
 )
 from replication_operator.backends.eden import docs, logs
 from replication_operator.backends.eden.schedule import fixed_schedule
@@ -155,6 +156,8 @@ class EdenBackend:
 
     def replications(self) -> EdenBackend:
         return self
+
+    default_name = staticmethod(dotted_name)
 
     def policies(self) -> EdenBackend:
         return self

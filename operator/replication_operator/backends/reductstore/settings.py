@@ -12,6 +12,7 @@ from typing import Any
 
 from replication_operator.backends.base import (
     ERROR,
+    FAILED,
     RUNNING,
     SUSPENDED,
     Observation,
@@ -74,9 +75,27 @@ def differences(stored: dict[str, Any], desired: dict[str, Any]) -> list[str]:
                   if stored.get(k, normal.get(k)) != desired.get(k, normal.get(k)))
 
 
+REFUSED_TOKEN = ("401", "403")
+ALREADY_THERE = "409"  # the destination has the record: sent twice during a swap
+
+
+def error_counts(detail: dict[str, Any]) -> dict[str, int]:
+    """This hour's failed sends by HTTP code (diagnostics.hourly.errors)."""
+    errors = (((detail.get("diagnostics") or {}).get("hourly") or {}).get("errors") or {})
+    return {str(code): int((entry or {}).get("count", 0)) for code, entry in errors.items()}
+
+
 def observe(request: ReplicationRequest, item: dict[str, Any] | None,
-            detail: dict[str, Any] | None, desired: dict[str, Any]) -> Observation:
-    """Combine the list item (state) and, if fetched, the detail (settings, errors)."""
+            detail: dict[str, Any] | None, desired: dict[str, Any], *,
+            errors_before: dict[str, int] | None = None) -> Observation:
+    """Combine the list item (state) and, if fetched, the detail (settings, errors).
+
+    ReductStore keeps saying `is_active: true` while the destination refuses its token
+    (401/403) — and it drops those records (they leave the queue as errored). So errors
+    that rose since the last look (`errors_before`, counts by HTTP code) are news: a
+    refused token is Failed (a credential problem: permanent until the token changes),
+    other errors are Error; 409 (the record is there already) is no error. Errors
+    already counted before are history, not state."""
     if item is None:
         return Observation.absent()
     mode = str(item.get("mode", "enabled"))
@@ -104,6 +123,23 @@ def observe(request: ReplicationRequest, item: dict[str, Any] | None,
                             **({"lastErrorMessage": last} if last else {})}
         if seen.phase == ERROR and last:
             seen.message = f"replication is not active: {last}"
+        counts = error_counts(detail)
+        rising = sorted(code for code, count in counts.items() if errors_before is not None
+                        and code != ALREADY_THERE and count > errors_before.get(code, 0))
+        if rising and seen.phase == RUNNING:
+            refused = sorted(set(rising) & set(REFUSED_TOKEN))
+            if refused:
+                entry = errors[refused[0]]
+                seen.phase, seen.reason = FAILED, "DestinationRefusedToken"
+                seen.message = (f"the destination refuses dst_token (HTTP {refused[0]}: "
+                                f"{entry.get('last_message', '')}); ReductStore drops the "
+                                f"records it cannot send: fix the token of the target "
+                                f"(tokenRef or the DatabaseServer's Secret)")
+            else:
+                entry = errors[rising[0]]
+                seen.phase, seen.reason = ERROR, "DestinationErrors"
+                seen.message = (f"the destination answers errors: HTTP {rising[0]}: "
+                                f"{entry.get('last_message', '')}")
     else:
         seen.differences = ["mode"] if mode != desired["mode"] else []
     seen.up_to_date = not seen.differences
