@@ -121,7 +121,7 @@ def main() -> int:
             kube.wait_condition("databaseserver", "harbor-b", timeout=60)
             refused = kube.wait_condition("databaseserver", "harbor-wrong", status="False",
                                           timeout=60)
-            assert refused["reason"] == "Unauthorized", refused
+            assert refused["reason"] == "CredentialsRefused", refused
             return f"{ready['message']}; wrong password: {refused['reason']}"
 
         def push_policy() -> str:

@@ -64,6 +64,7 @@ class ServerSettings:
     insecure_skip_verify: bool = False
     ca_pem: str = field(default="", repr=False)
     iam_token_url: str = DEFAULT_IAM_TOKEN_URL
+    credential_source: str = ""  # where the credentials come from, for messages
 
     @property
     def base_url(self) -> str:
@@ -274,6 +275,7 @@ class ServerConnection:
         self._slots = asyncio.Semaphore(settings.max_concurrent)
         self._paused_until = 0.0
         self._observer = observer
+        self.refused: PermanentBackendError | None = None  # see request()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -286,7 +288,15 @@ class ServerConnection:
                       params: Mapping[str, Any] | None = None, content: bytes | None = None,
                       headers: Mapping[str, str] | None = None,
                       allow: Iterable[int] = ()) -> httpx.Response:
-        """Send with auth and retries; 2xx and `allow`-ed statuses come back, others raise."""
+        """Send with auth and retries; 2xx and `allow`-ed statuses come back, others raise.
+
+        Once the server refuses these credentials (401, also after a fresh login), the
+        connection stops using them: every later request fails at once with the same
+        error, without a request. Retrying a wrong password gains nothing and locks the
+        account out on servers that count failed logins (CouchDB 3.4+). The connection
+        belongs to these exact credentials: a changed Secret makes a new one."""
+        if self.refused is not None:
+            raise self.refused
         allowed = set(allow)
         kwargs: dict[str, Any] = {"params": params}
         if json is not None:
@@ -297,7 +307,13 @@ class ServerConnection:
         attempt = 0
         while True:
             try:
-                auth_headers = await self.auth.headers(self)
+                try:
+                    auth_headers = await self.auth.headers(self)
+                except BackendError as exc:  # a login (session, IAM) refused
+                    if exc.status == 401:
+                        self.refused = self._refusal(exc)
+                        raise self.refused from None
+                    raise
                 response = await self._send(method, path, {**auth_headers, **(headers or {})},
                                             kwargs)
             except httpx.TimeoutException:
@@ -321,6 +337,9 @@ class ServerConnection:
                     continue
                 failure = classify_status(
                     status, f"{method} {self._where(path)}: HTTP {status} {error_text(response)}")
+                if status == 401 and self.settings.auth_type != "none":
+                    self.refused = self._refusal(failure)
+                    raise self.refused
                 if status == 429 or status == 503:
                     retry_after = _retry_after(response)
                     if retry_after is not None and isinstance(failure, TransientBackendError):
@@ -331,6 +350,13 @@ class ServerConnection:
                 raise failure
             attempt += 1
             await asyncio.sleep(self._backoff(attempt))
+
+    def _refusal(self, failure: BackendError) -> PermanentBackendError:
+        source = self.settings.credential_source or "the credentials"
+        return PermanentBackendError(
+            f"{redact_url(self.settings.url)} refuses {source} ({failure.message}); they "
+            f"are not used again until they change, so that failed logins do not lock "
+            f"the account out", code="CredentialsRefused", status=401)
 
     def _where(self, path: str) -> str:
         return f"{redact_url(self.settings.url)}{path.split('?')[0]}"

@@ -92,6 +92,9 @@ async def settings_from_spec(namespace: str, name: str, spec: Mapping[str, Any],
         insecure_skip_verify=bool(tls.get("insecureSkipVerify", False)),
         ca_pem=ca_pem,
         iam_token_url=str(auth.get("iamTokenURL") or DEFAULT_IAM_TOKEN_URL),
+        credential_source=(f"the credentials in Secret {ref_name!r} (DatabaseServer {name!r}"
+                           f" spec.auth.secretRef)" if (ref_name := str(
+                               (auth.get("secretRef") or {}).get("name") or "")) else ""),
     )
 
 
@@ -164,7 +167,8 @@ class ServerRegistry:
         self._entries.clear()
 
 
-def with_credentials(settings: ServerSettings, credentials: Credentials, auth_type: str
-                     ) -> ServerSettings:
+def with_credentials(settings: ServerSettings, credentials: Credentials, auth_type: str,
+                     source: str = "") -> ServerSettings:
     """The same server, reached with other credentials (a Token's)."""
-    return dataclasses.replace(settings, credentials=credentials, auth_type=auth_type)
+    return dataclasses.replace(settings, credentials=credentials, auth_type=auth_type,
+                               credential_source=source)

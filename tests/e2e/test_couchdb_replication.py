@@ -136,8 +136,9 @@ def test_a_changed_secret_takes_effect_without_restarting_the_operator(
     kube, a, _ = couch_env
     kube.apply(secret("couch-a-admin", username=a.part.username, password="not-the-password"))
     cond = kube.wait_condition("databaseserver", "couch-a", status="False",
-                               reason="Unauthorized")
+                               reason="CredentialsRefused")
     assert "not-the-password" not in json.dumps(cond)
+    assert "Secret 'couch-a-admin'" in cond["message"]
     kube.apply(secret("couch-a-admin", username=a.part.username, password=a.part.password))
     kube.wait_condition("databaseserver", "couch-a")
 

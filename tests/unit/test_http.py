@@ -154,3 +154,47 @@ def test_credentials_repr_never_shows_values() -> None:
     creds = Credentials(username="u", password=PASSWORD, token="t0k", apikey="k3y")
     text = repr(creds) + str(creds) + repr([creds])
     assert PASSWORD not in text and "t0k" not in text and "k3y" not in text
+
+
+async def test_refused_credentials_are_not_used_again() -> None:
+    """A 401 (after a fresh login where there is one) blocks the connection: no further
+    request carries the refused password, so failed logins cannot lock the account out
+    (CouchDB 3.4+ does after a few)."""
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(401, json={"error": "unauthorized", "reason": "bad password"})
+
+    c = conn(handler, credential_source="the credentials in Secret 'couch-admin'")
+    with pytest.raises(PermanentBackendError) as first:
+        await c.request("GET", "/")
+    assert first.value.code == "CredentialsRefused" and first.value.status == 401
+    assert "Secret 'couch-admin'" in first.value.message and PASSWORD not in str(first.value)
+    for _ in range(3):
+        with pytest.raises(PermanentBackendError, match="not used again"):
+            await c.request("GET", "/other")
+    assert calls == 1, "nothing sent after the refusal"
+
+
+async def test_a_session_is_renewed_once_before_its_credentials_count_as_refused() -> None:
+    logins = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal logins
+        if request.url.path == "/_session":
+            logins += 1
+            if logins > 1:
+                return httpx.Response(401, json={"error": "unauthorized"})
+            return httpx.Response(200, json={"ok": True},
+                                  headers={"set-cookie": "AuthSession=c1; Path=/"})
+        return httpx.Response(401, json={"error": "unauthorized"})  # the session expired
+
+    c = conn(handler, auth="session")
+    with pytest.raises(PermanentBackendError):
+        await c.request("GET", "/db")
+    assert logins == 2, "one fresh login, then no more"
+    with pytest.raises(PermanentBackendError, match="not used again"):
+        await c.request("GET", "/db")
+    assert logins == 2

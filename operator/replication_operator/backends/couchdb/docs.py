@@ -185,7 +185,20 @@ def observe_scheduler(entry: dict[str, Any]) -> Observation:
     else:  # crashing, error: the scheduler keeps retrying
         text = _error_text(info) or f"replication is {state}"
         seen.phase, seen.reason, seen.message = ERROR, reason_from_error(text), text
+        if seen.reason == "Unauthorized":
+            credential_refused(seen)
     return seen
+
+
+def credential_refused(seen: Observation) -> None:
+    """A job CouchDB retries with credentials the other side refuses is a credential
+    error, not a passing one: retrying fixes nothing, and CouchDB 3.4+ locks a user out
+    after a few failed logins from one address (BACKENDS.md §6), other clients too."""
+    seen.phase = FAILED
+    seen.message = (f"{seen.message}: the server refuses the job's credentials; CouchDB "
+                    f"keeps retrying them, which can lock the user out. Fix the password in "
+                    f"the auth Secret of spec.source.server / spec.target.server (or the "
+                    f"Token of their tokenRef)")
 
 
 def observe_doc_state(doc: dict[str, Any]) -> Observation:
@@ -203,6 +216,8 @@ def observe_doc_state(doc: dict[str, Any]) -> Observation:
         text = str(doc.get("_replication_state_reason") or f"replication {state}")
         seen.phase = FAILED if state == "failed" else ERROR
         seen.reason, seen.message = reason_from_error(text), text
+        if seen.reason == "Unauthorized":
+            credential_refused(seen)
     else:
         seen.phase, seen.reason = PENDING, "Initializing"
     return seen
