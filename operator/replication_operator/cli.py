@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import http.server
 import logging
+import os
+import secrets
+import signal
+import socket
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from replication_operator import __version__
+
+if TYPE_CHECKING:
+    from replication_operator.leader import LeaderElection
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +36,24 @@ def _parser() -> argparse.ArgumentParser:
     scope.add_argument("-A", "--all-namespaces", action="store_true",
                        help="watch every namespace (the default when no --namespace)")
     run.add_argument("--standalone", action="store_true", default=True,
-                     help="no peering between operator replicas (default; run one replica)")
+                     help="no kopf peering between replicas (always: see --leader-elect)")
+    run.add_argument("--selector", default="", metavar="LABELS",
+                     help="handle only resources with these labels (key=value, key!=value, "
+                          "key, !key; comma-separated): shards of one namespace")
+    run.add_argument("--leader-elect", action="store_true",
+                     help="run several replicas: the one holding a Lease works, the others "
+                          "stand by")
+    run.add_argument("--leader-election-namespace", default=os.environ.get("POD_NAMESPACE",
+                                                                           "default"),
+                     metavar="NS", help="namespace of the Lease (default: $POD_NAMESPACE)")
+    run.add_argument("--leader-election-id", default="replication-operator", metavar="NAME",
+                     help="name of the Lease (one per set of replicas)")
+    run.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
+                     help="a standby takes over after the Lease was not renewed this long")
+    run.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                     help="the leader stops if it could not renew for this long")
+    run.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS",
+                     help="how often the Lease is renewed or tried")
     run.add_argument("--resync-interval", type=float, default=30.0, metavar="SECONDS",
                      help="how often every resource is compared with its server (drift)")
     run.add_argument("--probe-interval", type=float, default=60.0, metavar="SECONDS",
@@ -41,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("version", help="print the version")
     check = sub.add_parser("check", help="check the cluster: CRDs installed, permissions")
     check.add_argument("-n", "--namespace", default="default")
+    check.add_argument("--leader-election-namespace", default=None, metavar="NS",
+                       help="also check the leader election Lease there")
     return parser
 
 
@@ -52,16 +82,33 @@ def _run(args: argparse.Namespace) -> int:
     from replication_operator.config import OperatorConfig
     from replication_operator.context import OperatorContext
     from replication_operator.metrics import observe_request
+    from replication_operator.selection import parse_selector
     from replication_operator.servers import ServerRegistry
 
+    try:
+        labels = parse_selector(args.selector)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     config = OperatorConfig(
         namespaces=list(args.namespace), resync_interval=args.resync_interval,
         probe_interval=args.probe_interval, cleanup_grace=args.cleanup_grace,
-        liveness_port=args.liveness_port, metrics_port=args.metrics_port)
+        liveness_port=args.liveness_port, metrics_port=args.metrics_port, labels=labels)
     kopf.configure(verbose=args.verbose)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     kube.configure()
+    election = _leader_election(args) if args.leader_elect else None
+    lost, done = threading.Event(), threading.Event()  # the Lease lost; kopf finished
+    if election is not None:
+        waiting = threading.Event()  # set by a signal while standing by
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: waiting.set())
+        with _standby_health(config.liveness_port):
+            if not election.wait_for_leadership(waiting):
+                return 0
+        for sig in (signal.SIGTERM, signal.SIGINT):  # kopf handles them from here on
+            signal.signal(sig, signal.SIG_DFL)
 
     async def read_server(namespace: str, name: str) -> dict[str, object] | None:
         return await kube.get_custom(namespace, "databaseservers", name)
@@ -73,9 +120,74 @@ def _run(args: argparse.Namespace) -> int:
     handlers.register(registry, ctx)
     liveness = (f"http://0.0.0.0:{config.liveness_port}/healthz"
                 if config.liveness_port else None)
-    kopf.run(registry=registry, standalone=True, namespaces=config.namespaces,
-             clusterwide=not config.namespaces, liveness_endpoint=liveness)
+
+    async def operate() -> None:
+        # an asyncio flag: kopf waits for a threading one in an executor thread, which
+        # then keeps the process from exiting after a normal stop
+        stop = asyncio.Event()
+        if election is not None:
+            loop = asyncio.get_running_loop()
+
+            def on_lost() -> None:
+                lost.set()
+                loop.call_soon_threadsafe(stop.set)
+
+            election.keep(done, on_lost=on_lost)
+        await kopf.operator(registry=registry, standalone=True, namespaces=config.namespaces,
+                            clusterwide=not config.namespaces, liveness_endpoint=liveness,
+                            stop_flag=stop)
+
+    try:
+        asyncio.run(operate())
+    finally:
+        done.set()
+    if election is None:
+        return 0
+    if lost.is_set():
+        print("lost the leader Lease: exiting, to restart as a standby", file=sys.stderr)
+        return 1
+    election.release()  # a clean stop: the standby takes over at once
     return 0
+
+
+def _leader_election(args: argparse.Namespace) -> LeaderElection:
+    from replication_operator.leader import ElectionSettings, LeaderElection
+
+    identity = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    return LeaderElection(ElectionSettings(
+        name=args.leader_election_id, namespace=args.leader_election_namespace,
+        identity=identity, lease_duration=args.lease_duration,
+        renew_deadline=args.renew_deadline, retry_period=args.retry_period))
+
+
+@contextlib.contextmanager
+def _standby_health(port: int) -> Iterator[None]:
+    """While standing by, /healthz answers (kopf's own endpoint starts with the work):
+    a standby is alive, and the probe must not restart it."""
+    if not port:
+        yield
+        return
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code = 200 if self.path.startswith("/healthz") else 404
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"standby\n" if code == 200 else b"")
+
+        def log_message(self, *_: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", port), Health)
+    thread = threading.Thread(target=server.serve_forever, name="standby-health",
+                              daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,5 +200,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         from replication_operator.check import check_cluster
 
-        return asyncio.run(check_cluster(args.namespace, out=sys.stdout))
+        return asyncio.run(check_cluster(args.namespace, out=sys.stdout,
+                                         lease_namespace=args.leader_election_namespace))
     return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,11 @@ class OperatorConfig:
     metrics_port: int = 9090
     standalone: bool = True
     annotation_prefix: str = "replication.dbops.dev"
+    labels: dict[str, Any] = field(default_factory=dict)  # kopf filters of --selector
+
+    def selection(self) -> dict[str, Any]:
+        """Keyword arguments for every kopf handler decorator: this shard's resources."""
+        return {"labels": self.labels} if self.labels else {}
 
     def backoff(self, retry: int) -> float:
         """Capped exponential backoff for the n-th retry of a transient failure."""
@@ -26,3 +32,6 @@ class OperatorConfig:
 RUN_REQUESTED = "replication.dbops.dev/run-requested"
 ROTATE_REQUESTED = "replication.dbops.dev/rotate-requested"
 SKIP_CLEANUP = "replication.dbops.dev/skip-cleanup"
+# on a Token's Secret: which credential (slot) it holds, and its generation
+CREDENTIAL = "replication.dbops.dev/credential"
+CREDENTIAL_GENERATION = "replication.dbops.dev/credential-generation"

@@ -95,7 +95,13 @@ def test_chart_installs_with_restricted_pod_security(cluster: Any, namespace: st
                                             "-o", "json").stdout)
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["replicas"] == 2, "a standby by default"
+    assert "--leader-elect" in container["args"]
+    assert pod["affinity"]["podAntiAffinity"], "replicas prefer different nodes"
+    assert container["env"][0]["name"] == "POD_NAMESPACE"
+    pdb = json.loads(cluster.kubectl("get", "pdb", release, "-n", namespace, "-o",
+                                     "json").stdout)
+    assert pdb["spec"]["minAvailable"] == 1
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert container["securityContext"] == {"allowPrivilegeEscalation": False,
@@ -114,7 +120,9 @@ def test_operator_works_under_exactly_the_charts_rbac(
 
     def run_smoke(name: str, timeout: float) -> tuple[bool, str]:
         proc = OperatorProcess(cluster, tmp_path, scope=["--namespace", namespace],
-                               env={"KUBECONFIG": str(kubeconfig)})
+                               env={"KUBECONFIG": str(kubeconfig)},
+                               extra_args=["--leader-elect", "--leader-election-namespace",
+                                           namespace, "--leader-election-id", release])
         proc.start()
         try:
             return smoke(kube, couch_a, couch_b, name, timeout), proc.log_text()

@@ -26,3 +26,7 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
   resources: [events]
   verbs: [create]
 {{- end -}}
+{{/* Leader election is on when asked for and whenever more than one replica runs. */}}
+{{- define "ro.leaderElection" -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.leaderElection.enabled }}true{{ end -}}
+{{- end -}}

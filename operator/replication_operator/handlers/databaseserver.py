@@ -19,6 +19,7 @@ KIND = "DatabaseServer"
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    only = ctx.config.selection()  # this shard's resources (--selector)
     async def probe(body: kopf.Body, logger: kopf.Logger) -> None:
         ns, name = body.metadata.namespace or "", body.metadata.name or ""
         info: ServerInfo | None = None
@@ -49,11 +50,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             logger.warning("probe of %s failed: %s", name, error.message)
 
     # No on.create probe: the daemon below starts with one (it would be done twice).
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry, **only)
     async def changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         await probe(body, logger)
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, **only, cancellation_timeout=5.0)
     async def keep_probing(body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger,
                            **_: Any) -> None:
         """Probe on start and every probeIntervalSeconds; re-reads the auth Secret."""
@@ -63,7 +64,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                              or ctx.config.probe_interval)
             await stopped.wait(interval)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only, optional=True)
     async def deleted(body: kopf.Body, **_: Any) -> None:
         # The entry stays cached: Replications deleted after their server still need
         # its URL and credentials to clean up.
