@@ -148,6 +148,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                     emit = events.warning if action.reason == "DriftCorrected" else events.normal
                     emit(body, action.reason, action.message)
                     seen = await driver.observe(request, max_age=0)
+                elif action.reason:  # adopted as it is: nothing to write
+                    events.normal(body, action.reason, action.message)
             except BackendError as exc:
                 error = exc
                 if exc.code == "Unauthorized":
