@@ -238,9 +238,10 @@ class Exporter:
         wanted = SUPPORTED.get(server_type, set()) & self.kinds
         if server_type == "eden":
             self.result.notes.append(EDEN_NOTE)
-        for kind in sorted(self.kinds - SUPPORTED.get(server_type, set())):
-            if server_type != "eden":
-                self.result.notes.append(f"{kind}: a {server_type} server holds none")
+        if self.kinds != set(KINDS):  # asked for explicitly: say why nothing comes
+            for kind in sorted(self.kinds - SUPPORTED.get(server_type, set())):
+                if server_type != "eden":
+                    self.result.notes.append(f"{kind}: a {server_type} server holds none")
         conn = entry.backend.conn
         reach = await self._reach()
         exports: list[mapping.Export] = []
@@ -415,10 +416,12 @@ def token_manifest(name: str, token: mapping.TokenExport, namespace: str) -> dic
 
 
 def header(result: Result) -> list[str]:
+    what = {"harbor": "replication policies", "reductstore": "replications"}.get(
+        result.server_type, "replication jobs")
     lines = [f"replication-operator export: namespace {result.namespace}, DatabaseServer "
              f"{result.server} ({result.server_type}, {result.flavour or 'version unknown'})",
-             f"{result.listed} replication(s)/policies on the server: {len(result.items)} "
-             f"exported below, {len(result.owned)} owned by resources already"]
+             f"{result.listed} {what} on the server: {len(result.items)} exported below, "
+             f"{len(result.owned)} owned by resources already"]
     lines += [f"  owned: {line}" for line in result.owned]
     lines += [f"note: {line}" for line in result.notes]
     return lines

@@ -9,7 +9,6 @@ previous status and generation come from the object in the cluster, read with GE
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -77,7 +76,11 @@ class Row:
         self.problems.append(f"{error.code}: {error.message}")
 
     def as_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "changes": self.changes}
+        return {"kind": self.kind, "namespace": self.namespace, "name": self.name,
+                "server": self.server, "target": self.target, "resource": self.resource,
+                "action": self.action, "reason": self.reason, "message": self.message,
+                "fields": self.fields, "specFields": self.spec_fields, "notes": self.notes,
+                "problems": self.problems, "changes": self.changes}
 
 
 class Scope:
