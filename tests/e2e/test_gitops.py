@@ -525,3 +525,38 @@ def test_the_cli_is_a_kubectl_plugin(couch_env: tuple[Kube, Couch, Couch],
     usage = subprocess.run(["kubectl", "dbops", "--help"], capture_output=True, text=True,
                            env=env, timeout=60)
     assert usage.stdout.startswith("usage: kubectl dbops")
+
+
+def test_plan_on_eden_reads_only_and_export_says_it_is_not_available(
+        cluster: Any, crds: None, namespace: str, eden_a: Any, eden_b: Any,
+        tmp_path: Path, secret_values: set[str]) -> None:
+    """DatabaseServers and Secrets in the files count for the resources that name
+    them; Eden's probe (a write) is not run; the Eden simulators see no write."""
+    kube = Kube(cluster, namespace)
+    secret_values.update({eden_a.password, eden_b.password})
+    servers = [secret("eden-a-admin", username=eden_a.email, password=eden_a.password),
+               secret("eden-b-admin", username=eden_b.email, password=eden_b.password),
+               database_server("eden-a", eden_a.url, type_="eden", secret="eden-a-admin"),
+               database_server("eden-b", eden_b.url, type_="eden", secret="eden-b-admin")]
+    path = tmp_path / "eden.yaml"
+    path.write_text(yaml.safe_dump_all([*servers, replication(
+        "orgs", source={"server": "eden-a", "database": "org_organisation"},
+        target={"server": "eden-b", "database": "org_organisation"})]))
+    for sim in (eden_a, eden_b):
+        sim.store.requests.clear()
+    planned = cli(cluster, "plan", "-n", kube.ns, "-f", str(path), "-o", "json")
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    rows = {(r["kind"], r["name"]): r for r in json.loads(planned.stdout)["rows"]}
+    assert rows[("Replication", "orgs")]["action"] == "create"
+    assert rows[("Replication", "orgs")]["server"] == "eden-b"
+    assert "not probed" in rows[("DatabaseServer", "eden-a")]["message"]
+    for sim in (eden_a, eden_b):
+        assert [r for r in sim.store.requests.list() if r.method in WRITES] == []
+    assert eden_b.store.requests.list("GET"), "the plan read the job server"
+    assert_no_secret(secret_values, planned.stdout, planned.stderr)
+
+    kube.apply(*servers[::2])
+    result = cli(cluster, "export", "-n", kube.ns, "--server", "eden-a")
+    assert result.returncode == 0, result.stderr
+    assert "not available yet" in result.stdout
+    assert [d for d in yaml.safe_load_all(result.stdout) if d] == []

@@ -233,15 +233,15 @@ class Exporter:
                               f"{self.namespace}")
         self.result.server_type = server_type
         entry = await self.planner.ctx.servers.get(self.namespace, self.server)
+        if server_type == "eden":  # its probe is a write; nothing to list either
+            self.result.notes.append(EDEN_NOTE)
+            return self.result
         info = await entry.backend.probe()
         self.result.flavour = f"{info.flavour} {info.version}".strip()
         wanted = SUPPORTED.get(server_type, set()) & self.kinds
-        if server_type == "eden":
-            self.result.notes.append(EDEN_NOTE)
         if self.kinds != set(KINDS):  # asked for explicitly: say why nothing comes
             for kind in sorted(self.kinds - SUPPORTED.get(server_type, set())):
-                if server_type != "eden":
-                    self.result.notes.append(f"{kind}: a {server_type} server holds none")
+                self.result.notes.append(f"{kind}: a {server_type} server holds none")
         conn = entry.backend.conn
         reach = await self._reach()
         exports: list[mapping.Export] = []
@@ -419,9 +419,10 @@ def header(result: Result) -> list[str]:
     what = {"harbor": "replication policies", "reductstore": "replications"}.get(
         result.server_type, "replication jobs")
     lines = [f"replication-operator export: namespace {result.namespace}, DatabaseServer "
-             f"{result.server} ({result.server_type}, {result.flavour or 'version unknown'})",
-             f"{result.listed} {what} on the server: {len(result.items)} exported below, "
-             f"{len(result.owned)} owned by resources already"]
+             f"{result.server} ({result.server_type}, {result.flavour or 'not probed'})"]
+    if SUPPORTED.get(result.server_type):
+        lines.append(f"{result.listed} {what} on the server: {len(result.items)} exported "
+                     f"below, {len(result.owned)} owned by resources already")
     lines += [f"  owned: {line}" for line in result.owned]
     lines += [f"note: {line}" for line in result.notes]
     return lines
