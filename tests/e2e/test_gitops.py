@@ -560,3 +560,49 @@ def test_plan_on_eden_reads_only_and_export_says_it_is_not_available(
     assert result.returncode == 0, result.stderr
     assert "not available yet" in result.stdout
     assert [d for d in yaml.safe_load_all(result.stdout) if d] == []
+
+
+def reviewer_kubeconfig(kube: Kube, path: Path, resources: str) -> dict[str, str]:
+    """An identity that may only get and list `resources` in the namespace."""
+    cluster, ns = kube.cluster, kube.ns
+    role = cluster.kubectl("create", "role", "reviewer", "-n", ns, "--verb=get,list",
+                           f"--resource={resources}", "--dry-run=client", "-o", "yaml").stdout
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=role)
+    cluster.kubectl("create", "serviceaccount", "reviewer", "-n", ns, check=False)
+    cluster.kubectl("create", "rolebinding", "reviewer", "-n", ns, "--role=reviewer",
+                    f"--serviceaccount={ns}:reviewer", check=False)
+    token = cluster.kubectl("create", "token", "reviewer", "-n", ns,
+                            "--duration=1h").stdout.strip()
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "r",
+        "clusters": [{"name": "c", "cluster": {
+            "server": cluster.server,
+            "certificate-authority": str(cluster.stack.apiserver.pki / "ca.crt")}}],
+        "users": [{"name": "r", "user": {"token": token}}],
+        "contexts": [{"name": "r", "context": {"cluster": "c", "user": "r",
+                                               "namespace": ns}}]}))
+    return {**cluster.env, "KUBECONFIG": str(path), "PYTHONPATH": str(ROOT / "operator")}
+
+
+def test_plan_needs_only_get_and_list_and_says_what_it_may_not_read(
+        couch_env: tuple[Kube, Couch, Couch], tmp_path: Path) -> None:
+    kube, _, _ = couch_env
+    path = tmp_path / "new.yaml"
+    path.write_text(yaml.safe_dump(replication(
+        "reviewed", source={"server": "couch-a", "database": "x"},
+        target={"server": "couch-b", "database": "y"})))
+    kinds = ",".join(f"{k}.replication.dbops.dev" for k in (
+        "databaseservers", "replications", "replicationpolicies", "tokens"))
+    command = [sys.executable, "-m", "replication_operator", "plan", "-f", str(path)]
+
+    env = reviewer_kubeconfig(kube, tmp_path / "reader.yaml", f"{kinds},secrets")
+    planned = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    assert re.search(r"create\s+Replication\s+\S+/reviewed", planned.stdout)
+    assert "CRDs cannot be read" in planned.stdout, "no cluster-wide read was granted"
+
+    env = reviewer_kubeconfig(kube, tmp_path / "no-secrets.yaml", kinds)
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "Forbidden: the cluster refused a read" in refused.stdout
+    assert "Traceback" not in refused.stderr

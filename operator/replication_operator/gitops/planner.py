@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from replication_operator.backends.base import ERROR, FAILED
 from replication_operator.backends.factory import make_backend
 from replication_operator.config import ROTATE_REQUESTED, RUN_REQUESTED, OperatorConfig
@@ -156,6 +158,12 @@ class Planner:
                 await self._server(row, spec)
         except BackendError as exc:
             row.failed(exc)
+        except ApiException as exc:  # e.g. a reviewer's identity may not read Secrets
+            row.action = "error"
+            row.problems.append(f"Forbidden: the cluster refused a read this needs (HTTP "
+                                f"{exc.status} {exc.reason}); plan logs in to servers with "
+                                f"the credentials the operator uses, so it needs get on "
+                                f"Secrets and the operator's kinds")
         return row
 
     # -- kinds ------------------------------------------------------------------------
