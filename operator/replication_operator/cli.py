@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -119,17 +120,24 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         from replication_operator.check import check_cluster
 
         return asyncio.run(check_cluster(args.namespace, out=sys.stdout))
-    if args.command == "export":
-        from replication_operator.gitops.export import run_export
+    if args.command in ("export", "plan"):
+        return _gitops(args)
+    return 2
 
-        return asyncio.run(run_export(args.namespace, args.server, args.kind, args.output,
-                                      out=sys.stdout, err=sys.stderr))
-    if args.command == "plan":
-        from replication_operator.gitops.plan import run_plan
 
+def _gitops(args: argparse.Namespace) -> int:
+    from replication_operator.gitops.export import run_export
+    from replication_operator.gitops.plan import run_plan
+
+    try:
+        if args.command == "export":
+            return asyncio.run(run_export(args.namespace, args.server, args.kind,
+                                          args.output, out=sys.stdout, err=sys.stderr))
         return asyncio.run(run_plan(args.filename, args.namespace, prune=args.prune,
                                     output=args.output, out=sys.stdout, err=sys.stderr))
-    return 2
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def kubectl_plugin() -> int:
