@@ -1,4 +1,5 @@
-"""Command line: `replication-operator run | version | check`."""
+"""Command line: `replication-operator run | version | check | export | plan` (also
+installed as the kubectl plugin `kubectl-dbops`)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=9090,
                      help="serve Prometheus /metrics on this port (0: off)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    export = sub.add_parser(
+        "export", help="print manifests that adopt what a server holds and no resource "
+                       "owns yet (reads only)")
+    export.add_argument("-n", "--namespace", metavar="NS",
+                        help="the namespace of the DatabaseServer (default: kubeconfig's)")
+    export.add_argument("--server", required=True, metavar="NAME",
+                        help="the DatabaseServer whose jobs, policies and tokens to export")
+    export.add_argument("--kind", action="append", metavar="KIND",
+                        choices=("Replication", "ReplicationPolicy", "Token"),
+                        help="only this kind (repeatable; default: all)")
+    export.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml",
+                        help="yaml with comments (default), or an appliable json List "
+                             "(comments on stderr)")
+    plan = sub.add_parser(
+        "plan", help="what applying these manifests would do on each server (writes "
+                     "nothing); exit 0 no change, 2 changes, 1 error")
+    plan.add_argument("-f", "--filename", action="append", required=True,
+                      metavar="FILE_OR_DIR", help="manifests (repeatable; directories "
+                                                  "recursively; - for stdin)")
+    plan.add_argument("-n", "--namespace", metavar="NS",
+                      help="for manifests without one (default: kubeconfig's)")
+    plan.add_argument("--prune", action="store_true",
+                      help="plan the deletion of resources of the same kinds and namespaces "
+                           "that the files do not contain")
+    plan.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
     sub.add_parser("version", help="print the version")
     check = sub.add_parser("check", help="check the cluster: CRDs installed, permissions")
@@ -190,8 +217,11 @@ def _standby_health(port: int) -> Iterator[None]:
         server.server_close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    parser = _parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
     if args.command == "version":
         print(__version__)
         return 0
@@ -202,4 +232,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(check_cluster(args.namespace, out=sys.stdout,
                                          lease_namespace=args.leader_election_namespace))
+    if args.command in ("export", "plan"):
+        return _gitops(args)
     return 2
+
+
+def _gitops(args: argparse.Namespace) -> int:
+    from replication_operator.gitops.export import run_export
+    from replication_operator.gitops.plan import run_plan
+
+    try:
+        if args.command == "export":
+            return asyncio.run(run_export(args.namespace, args.server, args.kind,
+                                          args.output, out=sys.stdout, err=sys.stderr))
+        return asyncio.run(run_plan(args.filename, args.namespace, prune=args.prune,
+                                    output=args.output, out=sys.stdout, err=sys.stderr))
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def kubectl_plugin() -> int:
+    """`kubectl dbops ...`: kubectl runs any `kubectl-*` executable on PATH as a plugin."""
+    return main(prog="kubectl dbops")

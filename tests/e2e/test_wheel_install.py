@@ -30,6 +30,10 @@ def test_wheel_installs_and_runs_against_the_api_server(cluster: Any, crds: None
     version = subprocess.run([str(command), "--version"], capture_output=True, text=True,
                              check=True)
     assert version.stdout.strip() == __version__
+    plugin = env_dir / "bin" / "kubectl-dbops"  # `kubectl dbops ...` once installed
+    usage = subprocess.run([str(plugin), "--help"], capture_output=True, text=True,
+                           check=True)
+    assert usage.stdout.startswith("usage: kubectl dbops")
 
     port = free_port()
     log = tmp_path / "run.log"

@@ -160,3 +160,15 @@ def test_up_to_date_exactly_when_no_managed_field_differs(edits: dict) -> None:
     changed = {k for k, v in edits.items() if desired.get(k) != v}
     assert seen.up_to_date == (not changed)
     assert set(seen.differences) == changed
+
+
+def test_a_left_out_boolean_means_what_the_replicator_assumes_not_drift() -> None:
+    """A hand-made job rarely says `create_target: false`; the replicator's default is
+    the same, so adopting it must not rewrite the job."""
+    req = request(continuous=False)
+    stored = {k: v for k, v in docs.desired_doc(req, mango=True).items()
+              if k not in ("continuous", "create_target")}
+    assert docs.differences(stored, docs.desired_doc(req, mango=True)) == []
+    wants_target = request(continuous=False, create_target=True)
+    assert docs.differences(stored, docs.desired_doc(wants_target, mango=True)) == \
+        ["create_target"]

@@ -70,13 +70,34 @@ def test_suspend_removes_a_job_that_cannot_pause_and_keeps_one_that_can() -> Non
 def test_job_of_another_replication_is_never_taken_silently() -> None:
     with pytest.raises(OwnershipConflict, match="ns/other"):
         decide(Observation(exists=True, owner="ns/other"))
-    assert decide(Observation(exists=True, owner="ns/other"), adopted=True) == (
-        Verb.UPDATE, "Adopted")
+    other = Observation(exists=True, owner="ns/other", up_to_date=False, differences=["x"])
+    assert decide(other, adopted=True, spec_changed=True) == (Verb.UPDATE, "Adopted")
 
 
 def test_unmarked_job_named_by_external_name_is_adopted() -> None:
-    assert decide(Observation(exists=True, owner=None), adopted=True) == (Verb.UPDATE,
-                                                                         "Adopted")
+    drifted = Observation(exists=True, owner=None, up_to_date=False, differences=["source"])
+    assert decide(drifted, adopted=True, spec_changed=True) == (Verb.UPDATE, "Adopted")
+
+
+def test_adopting_a_job_that_matches_the_spec_writes_nothing() -> None:
+    """Bringing a fleet under GitOps must not rewrite it: the first reconcile of an
+    adopting spec says Adopted without a write, later quiet resyncs say nothing."""
+    for owner in (None, "ns/gone"):
+        matching = Observation(exists=True, owner=owner)
+        assert decide(matching, adopted=True, spec_changed=True) == (Verb.NOTHING, "Adopted")
+        assert decide(matching, adopted=True, created_before=True) == (Verb.NOTHING, "")
+        assert decide(matching, adopted=True, spec_changed=True, credentials_rotated=True) \
+            == (Verb.UPDATE, "Adopted")
+
+
+def test_an_adopted_job_without_owner_marker_is_not_rewritten_at_every_resync() -> None:
+    """ReductStore keeps no owner marker: an adopted replication must not be updated at
+    each resync (only drift is put back, as for any job)."""
+    unmarked = Observation(exists=True, owner=None)
+    assert decide(unmarked, adopted=True, created_before=True) == (Verb.NOTHING, "")
+    drifted = Observation(exists=True, owner=None, up_to_date=False, differences=["mode"])
+    assert decide(drifted, adopted=True, created_before=True) == (Verb.UPDATE,
+                                                                  "DriftCorrected")
 
 
 def test_provisioned_jobs_are_never_written() -> None:

@@ -204,6 +204,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 emit(body, action.reason, action.message)
                 seen = await driver.observe_policy(request, max_age=0, follow=follow)
                 report_registry_actions(body, seen)
+            elif action.reason:  # adopted as it is: nothing to write
+                events.normal(body, action.reason, action.message)
             requested = body.metadata.annotations.get(RUN_REQUESTED)
             decision = run_decision(requested=requested,
                                     honoured=previous.get("lastRunRequest"),

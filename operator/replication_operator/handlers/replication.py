@@ -44,6 +44,17 @@ def external_name(namespace: str, name: str, spec: Mapping[str, Any],
                or driver.default_name(namespace, name))
 
 
+def job_names(namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any],
+              driver: ReplicationDriver) -> set[str]:
+    """Every name a Replication's job may have on its server: the one in use, one being
+    retired, the default and the name a replacement takes (ReductStore swaps)."""
+    default = driver.default_name(namespace, name)
+    names = {external_name(namespace, name, spec, status, driver), default,
+             f"{default}-b"}
+    names.update(str(v) for v in (status.get("externalName"), status.get("retiring")) if v)
+    return names
+
+
 async def token_credentials(namespace: str, ref: Mapping[str, Any]
                             ) -> tuple[Credentials, str, str]:
     """Credentials from a Token's Secret, the auth type that uses them, and the
@@ -183,6 +194,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                     f" (as {replaced_by}; the old one is removed once it has sent what it "
                     f"holds)" if replaced_by else ""))
                 seen = await driver.observe(request, max_age=0)
+            elif action.reason:  # adopted as it is: nothing to write
+                events.normal(body, action.reason, action.message)
             retiring = request.retiring
             if retiring and seen.retired:
                 events.normal(body, "Replaced", f"removed {retiring} after it had sent what "

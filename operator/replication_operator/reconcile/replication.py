@@ -106,8 +106,17 @@ def plan(*, key: str, external_name: str, seen: Observed, suspend: bool,
             return Plan(Verb.CREATE, "DriftCorrected",
                         f"{noun} {external_name} was removed from the server; recreated it")
         return Plan(Verb.CREATE, "Created", f"created {noun} {external_name}")
-    if adopted and seen.owner != key:
-        return Plan(Verb.UPDATE, "Adopted", f"adopted existing {noun} {external_name}")
+    if adopted and seen.owner != key and spec_changed:
+        # Adoption writes only what differs: a job that already matches the spec is
+        # taken over as it is (bringing a fleet under GitOps must not rewrite it). The
+        # server keeps no owner marker then, so this is decided again after every spec
+        # change, never at a quiet resync.
+        if seen.up_to_date and not credentials_rotated:
+            return Plan(Verb.NOTHING, "Adopted", f"adopted existing {noun} {external_name} "
+                                                 f"as it is (it matches the spec)")
+        fields = ", ".join(seen.differences) or "settings"
+        return Plan(Verb.UPDATE, "Adopted", f"adopted existing {noun} {external_name} "
+                                            f"({fields})")
     fields = ", ".join(seen.differences) or "settings"
     if not seen.up_to_date and spec_changed:
         return Plan(Verb.UPDATE, "Updated", f"updated {noun} {external_name} ({fields})")

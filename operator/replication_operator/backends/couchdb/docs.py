@@ -114,10 +114,16 @@ def new_doc(request: ReplicationRequest, *, mango: bool, now: datetime | None = 
     return {**desired_doc(request, mango=mango), OWNER_FIELD: request.key, NONCE_FIELD: stamp}
 
 
+# What the replicator assumes for a field a doc leaves out: a hand-made job without
+# `create_target` means the same as the operator's explicit `false`, not drift.
+FIELD_DEFAULTS: dict[str, Any] = {"continuous": False, "create_target": False}
+
+
 def differences(stored: dict[str, Any], desired: dict[str, Any]) -> list[str]:
     """Names of managed fields whose stored value differs from the desired one."""
     keys = (set(REPLICATION_FIELDS) | set(desired)) - {"user_ctx"}
-    return sorted(k for k in keys if stored.get(k) != desired.get(k))
+    return sorted(k for k in keys if stored.get(k, FIELD_DEFAULTS.get(k))
+                  != desired.get(k, FIELD_DEFAULTS.get(k)))
 
 
 def _iso(value: Any) -> str | None:

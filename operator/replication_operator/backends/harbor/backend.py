@@ -53,9 +53,10 @@ def _still_running(external_id: str, running: list[Execution]) -> str:
             f"asked to stop and deletion retries")
 
 
-def registry_status(remote: Remote, registry_id: int) -> dict[str, Any]:
+def registry_status(remote: Remote, registry_id: int, name: str | None = None
+                    ) -> dict[str, Any]:
     """The `status.registries` entry: Harbor's name and id, and what it stands for."""
-    entry: dict[str, Any] = {"name": docs.registry_name(remote), "id": registry_id}
+    entry: dict[str, Any] = {"name": name or docs.registry_name(remote), "id": registry_id}
     if remote.declared_at:
         entry["url"] = remote.settings.url
     else:
@@ -141,14 +142,26 @@ class HarborBackend:
 
     async def observe_policy(self, request: PolicyRequest, *, max_age: float,
                              follow: Collection[int] = ()) -> PolicyObservation:
+        return await self._observe(request, max_age=max_age, follow=follow, write=True)
+
+    async def preview_policy(self, request: PolicyRequest, *, max_age: float
+                             ) -> PolicyObservation:
+        """`observe_policy` without any write (for `plan`): the registry the operator
+        would create or put back is named in `registry_actions` ("would ...") instead,
+        and a registry still to be created counts as a difference of the policy."""
+        return await self._observe(request, max_age=max_age, follow=(), write=False)
+
+    async def _observe(self, request: PolicyRequest, *, max_age: float,
+                       follow: Collection[int], write: bool) -> PolicyObservation:
         policy = await self._find(request, max_age=max_age)
         if policy is None:
             return PolicyObservation.absent()
         external_id = str(policy["id"])
-        registry_id, _ = await self.registries.ensure(request.remote, max_age=max_age)
-        registry_actions = self.registries.drain(request.remote)
-        desired = docs.policy_body(request, name=self._name(request, policy),
-                                   registry_id=registry_id)
+        registry_id, registry_name, registry_actions = await self._registry_for(
+            request, policy, max_age=max_age, write=write)
+        if write:
+            registry_actions = self.registries.drain(request.remote)
+        desired = docs.desired_policy(request, registry_id=registry_id, stored=policy)
         differences = docs.policy_differences(desired, policy)
         executions, gone = await self._executions(external_id, follow, max_age=max_age)
         return PolicyObservation(
@@ -156,8 +169,30 @@ class HarborBackend:
             up_to_date=not differences, differences=differences,
             owner=docs.owner_of(policy.get("description")), executions=executions,
             gone=gone,
-            registries=[registry_status(request.remote, registry_id)],
+            registries=[registry_status(request.remote, registry_id, registry_name)],
             registry_actions=registry_actions, handle={"policy": policy})
+
+    async def _registry_for(self, request: PolicyRequest, policy: Mapping[str, Any] | None,
+                            *, max_age: float, write: bool) -> tuple[int, str, list[str]]:
+        """The registry standing for the remote side: its id, name, and (preview only)
+        what would be done to it. An adopted policy keeps a registry the operator did
+        not make while it points where the spec says (the operator leaves such a
+        registry as it is); otherwise the operator's own, created or put back (`write`)
+        or only looked up (id 0 when it would be created)."""
+        if request.adopted and policy is not None:
+            side = "dest_registry" if request.push else "src_registry"
+            current = docs.registry_id(policy.get(side))
+            found = (await self.registries.by_id(max_age=max_age)).get(current)
+            if found is not None and docs.owner_of(found.get("description")) is None \
+                    and docs.registry_serves(request.remote, found):
+                return current, str(found.get("name") or ""), []
+        name = docs.registry_name(request.remote)
+        if not write:
+            registry_id, actions = await self.registries.preview(request.remote,
+                                                                 max_age=max_age)
+            return registry_id, name, actions
+        registry_id, _ = await self.registries.ensure(request.remote, max_age=max_age)
+        return registry_id, name, []
 
     async def _executions(self, external_id: str, follow: Collection[int], *,
                           max_age: float) -> tuple[list[Execution], set[int]]:
@@ -179,13 +214,6 @@ class HarborBackend:
             else:
                 mine[execution_id] = docs.execution_from(response.json())
         return sorted(mine.values(), key=lambda e: e.id, reverse=True), gone
-
-    @staticmethod
-    def _name(request: PolicyRequest, policy: Mapping[str, Any] | None) -> str:
-        """An adopted policy keeps its name; the identity is its id."""
-        if request.adopted and policy is not None:
-            return str(policy.get("name") or request.name)
-        return request.name
 
     # --- changes -----------------------------------------------------------------
 
@@ -213,9 +241,8 @@ class HarborBackend:
 
     async def update_policy(self, request: PolicyRequest, seen: PolicyObservation) -> None:
         policy = seen.handle["policy"]
-        registry_id, _ = await self.registries.ensure(request.remote, max_age=1.0)
-        body = docs.policy_body(request, name=self._name(request, policy),
-                                registry_id=registry_id)
+        registry_id, _, _ = await self._registry_for(request, policy, max_age=1.0, write=True)
+        body = docs.desired_policy(request, registry_id=registry_id, stored=policy)
         try:
             await self.conn.request("PUT", f"{API}/replication/policies/{seen.external_id}",
                                     json=body)

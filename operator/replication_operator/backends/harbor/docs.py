@@ -100,6 +100,18 @@ def policy_body(request: PolicyRequest, *, name: str, registry_id: int) -> dict[
     return body
 
 
+def desired_policy(request: PolicyRequest, *, registry_id: int,
+                   stored: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The policy as the operator keeps it on the server. An adopted policy keeps its
+    name and description (the spec has no field for them, and the id is its identity),
+    so adopting a policy that matches the spec writes nothing."""
+    body = policy_body(request, name=request.name, registry_id=registry_id)
+    if request.adopted and stored is not None:
+        body["name"] = str(stored.get("name") or request.name)
+        body["description"] = str(stored.get("description") or "")
+    return body
+
+
 def registry_id(value: Any) -> int:
     """A policy's registry reference as an id (0: the local side)."""
     if isinstance(value, Mapping):
@@ -227,6 +239,14 @@ def registry_body(remote: Remote) -> dict[str, Any]:
     if credential is not None:
         body["credential"] = credential
     return body
+
+
+def registry_serves(remote: Remote, registry: Mapping[str, Any]) -> bool:
+    """Whether an existing registry points where `remote` does: same type, URL and TLS
+    choice (its masked credential cannot be compared)."""
+    return (str(registry.get("type") or "") == remote.registry_type
+            and str(registry.get("url") or "").rstrip("/") == remote.settings.url.rstrip("/")
+            and bool(registry.get("insecure")) == remote.settings.insecure_skip_verify)
 
 
 def registry_update(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -98,6 +98,19 @@ class HarborRegistries:
             self._applied[registry_id] = self._fingerprint(remote)
             return registry_id, self._did(name, f"updated registry {name} ({', '.join(diff)})")
 
+    async def preview(self, remote: Remote, *, max_age: float) -> tuple[int, list[str]]:
+        """What `ensure` would do, without doing it: the registry's id (0 when it would
+        be created) and the actions it would take. A changed secret cannot be seen
+        (Harbor masks it on read)."""
+        body = docs.registry_body(remote)
+        name = body["name"]
+        found = (await self.snapshot.get(max_age)).get(name)
+        if found is None:
+            return 0, [f"would create registry {name}"]
+        diff = docs.registry_differences(body, found)
+        return int(found["id"]), [f"would update registry {name} ({', '.join(diff)})"] \
+            if diff else []
+
     def _did(self, name: str, action: str) -> list[str]:
         self._done.setdefault(name, []).append(action)
         return [action]
