@@ -118,7 +118,7 @@ async def request_for(ctx: OperatorContext, spec: dict[str, Any]) -> Replication
     """What the operator makes of the spec (the handler's resolve, tokens aside)."""
     spec = json.loads(json.dumps(spec))  # what survives a trip through the API server
     refs = {side: spec[side].pop("tokenRef", None) for side in ("source", "target")}
-    request = (await replication_handler.resolve(ctx, NS, "exported", spec)).request
+    request = (await replication_handler.resolve(ctx, NS, "exported", spec, {})).request
     for side, ref in refs.items():  # token_credentials reads the cluster: done here
         if ref:
             assert ref == {"name": "writer"}
