@@ -33,6 +33,7 @@ class ReductStoreBackend:
         self._connection_for = connection_for
         self._list = Snapshot(self._list_replications)
         self._observations: dict[str, int] = {}
+        self._buckets = Snapshot(self._list_buckets)
 
     async def probe(self) -> ServerInfo:
         response = await self.conn.request("GET", f"{API}/info")
@@ -78,7 +79,16 @@ class ReductStoreBackend:
             detail = response.json() if response.status_code == 200 else None
         return rs.observe(request, item, detail, desired)
 
+    async def _ensure_target_bucket(self, request: ReplicationRequest) -> None:
+        """`target.create`: make the destination bucket (409: it exists) with the
+        target's credentials, as CouchDB's create_target does for a database."""
+        if request.create_target:
+            target = self._connection_for(request.target.server)
+            await target.request("POST", f"{API}/b/{quote(request.target.database, safe='')}",
+                                 json={}, allow=(409,))
+
     async def create(self, request: ReplicationRequest) -> None:
+        await self._ensure_target_bucket(request)
         body = rs.desired_settings(request, self._dst_token(request))
         try:
             await self.conn.request("POST", self._path(request.external_name), json=body)
@@ -104,3 +114,14 @@ class ReductStoreBackend:
         finally:
             self._list.invalidate()
             self._observations.pop(external_name, None)
+
+    # -- buckets (ReplicationPolicy fan-out) ----------------------------------
+
+    async def _list_buckets(self) -> list[str]:
+        response = await self.conn.request("GET", f"{API}/list")
+        return [str(b["name"]) for b in response.json().get("buckets", []) if "name" in b]
+
+    async def databases(self, *, max_age: float) -> list[str]:
+        """Every bucket on the server: one `/api/v1/list` per `max_age`, shared by every
+        policy reading this server."""
+        return await self._buckets.get(max_age)
