@@ -46,6 +46,7 @@ class ReplicationRequest:
     filter: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     adopted: bool = False  # externalName given: the job exists already, take it over
+    run_id: str = ""  # spec.runId: a new value runs a one-shot job again (CouchDB)
 
 
 @dataclass

@@ -104,6 +104,7 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
         filter=dict(spec.get("filter") or {}),
         options=dict(spec.get("options") or {}),
         adopted=bool(spec.get("externalName")),
+        run_id=str(spec.get("runId") or ""),
     )
     return Resolved(request, job_server, entry, generations)
 
