@@ -31,9 +31,10 @@ def policy(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def couch_policy(name: str, patterns: list[str], **extra: Any) -> dict[str, Any]:
-    return policy(name, source={"server": "couch-a", "databases": patterns},
-                  target={"server": "couch-b", "databasePrefix": "eu-", "create": True},
-                  trigger={"type": "continuous"}, **extra)
+    return policy(name, **{"source": {"server": "couch-a", "databases": patterns},
+                           "target": {"server": "couch-b", "databasePrefix": "eu-",
+                                      "create": True},
+                           "trigger": {"type": "continuous"}, **extra})
 
 
 def children(kube: Kube, name: str) -> dict[str, dict[str, Any]]:
@@ -220,8 +221,7 @@ def test_scheduled_reductstore_policy_backs_up_buckets_and_records_its_runs(
     base = unique_name("sensor")
     buckets = [f"{base}-{i}" for i in (1, 2)]
     for bucket in buckets:
-        a.bucket(bucket)
-        b.bucket(f"bk-{bucket}")
+        a.bucket(bucket)  # the target buckets are made by the children (target.create)
     kube.apply(policy("backup", source={"server": "reduct-a", "databases": [f"{base}-*"]},
                       target={"server": "reduct-b", "databasePrefix": "bk-"},
                       trigger={"type": "scheduled", "schedule": "*/15 * * * * *"},
@@ -263,3 +263,46 @@ def test_scheduled_reductstore_policy_backs_up_buckets_and_records_its_runs(
     kube.delete(POLICY, "backup")
     wait_for(lambda: kube.get(POLICY, "backup") is None, timeout=90, what="policy gone")
     assert not [n for n in a.replications() if n.startswith(f"{kube.ns}.backup-")]
+
+
+def test_couchdb_policy_runs_on_request_as_one_shot_jobs(
+        couch_env: tuple[Kube, Couch, Couch], unique_name: Any) -> None:
+    kube, a, b = couch_env
+    base = unique_name("nightly")
+    dbs = [f"{base}-{i}" for i in (1, 2)]
+    for db in dbs:
+        a.create_db(db)
+        a.put(db, "before", v=1)
+    kube.apply(couch_policy("nightly", [f"{base}-*"], trigger={"type": "manual"}))
+    kube.wait_condition(POLICY, "nightly", timeout=90)
+    # before the first run: a one-shot child each, suspended (no job yet)
+    items = children(kube, "nightly")
+    assert {(i["spec"]["continuous"], i["spec"]["suspend"]) for i in items.values()} == \
+        {(False, True)}
+    assert not any(f"{kube.ns}.{n}" in b.replicator_docs() for n in items)
+
+    def runs() -> list[dict[str, Any]]:
+        return list(status(kube, "nightly").get("executions") or [])
+
+    kube.annotate(POLICY, "nightly", "replication.dbops.dev/run-requested=first")
+    wait_for(lambda: runs() and runs()[0]["status"] == "Succeed", timeout=90,
+             what="first run succeeded")
+    first = runs()[0]
+    assert (first["trigger"], first["total"], first["succeeded"]) == ("manual", 2, 2), first
+    for db in dbs:
+        assert "before" in b.ids(f"eu-{db}")
+    items = children(kube, "nightly")
+    assert {i["status"]["phase"] for i in items.values()} == {"Completed"}
+    kube.wait_event("nightly", "RunStarted")
+    kube.wait_event("nightly", "ExecutionSucceeded")
+
+    for db in dbs:
+        a.put(db, "after", v=2)
+    kube.annotate(POLICY, "nightly", "replication.dbops.dev/run-requested=second")
+    wait_for(lambda: len(runs()) == 2 and runs()[0]["status"] == "Succeed", timeout=90,
+             what="second run succeeded")
+    for db in dbs:
+        assert "after" in b.ids(f"eu-{db}"), db
+    st = status(kube, "nightly")
+    assert st["lastRunRequest"] == "second" and st["lastExecution"]["id"] == runs()[0]["id"]
+    assert runs()[0]["id"] > runs()[1]["id"]
