@@ -455,13 +455,13 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> Fanout:
 
     @kopf.index(GROUP, VERSION, CHILDREN, registry=registry, id=INDEX,
                 labels={POLICY_LABEL: kopf.PRESENT})
-    def fanout_children(body: kopf.Body, namespace: str | None, labels: kopf.Labels,
+    async def fanout_children(body: kopf.Body, namespace: str | None, labels: kopf.Labels,
                         **_: Any) -> dict[Key, Child]:
         return {(namespace or "", str(labels[POLICY_LABEL])): Child.from_body(body)}
 
     @kopf.on.event(GROUP, VERSION, CHILDREN, registry=registry,
                    labels={POLICY_LABEL: kopf.PRESENT})
-    def child_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    async def child_event(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
         fanout.bind(kwargs)
         fanout.request(namespace or "", str(labels[POLICY_LABEL]))
 
