@@ -397,3 +397,22 @@ def test_status_is_unchanged_when_recomputed() -> None:
     again = f.policy_status(previous=first, generation=1, summary=summary, error=None,
                             fields={}, now="2026-12-01T12:05:00Z")
     assert again == first
+
+
+# -- CouchDB answers -------------------------------------------------------------
+
+
+def test_db_updates_and_all_dbs_answers() -> None:
+    from replication_operator.backends.couchdb import dbupdates
+
+    payload = {"results": [{"db_name": "orders-5", "type": "created", "seq": "1-a"},
+                           {"db_name": "orders-1", "type": "updated", "seq": "2-b"},
+                           {"db_name": "orders-2", "type": "deleted", "seq": "3-c"}],
+               "last_seq": "3-c"}
+    assert dbupdates.parse_updates(payload, "now") == (
+        [("orders-5", "created"), ("orders-2", "deleted")], "3-c")
+    assert dbupdates.parse_updates({"results": []}, "7-x") == ([], "7-x")
+    assert dbupdates.parse_updates("not json we know", "7-x") == ([], "7-x")
+    assert dbupdates.database_names(["_users", "a"]) == ["_users", "a"]
+    with pytest.raises(ValueError):
+        dbupdates.database_names({"error": "unauthorized"})
