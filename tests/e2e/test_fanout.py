@@ -138,13 +138,23 @@ def test_couchdb_policy_keeps_one_replication_per_matching_database(
 
 
 def test_orphan_policy_leaves_the_jobs(couch_env: tuple[Kube, Couch, Couch],
-                                       unique_name: Any) -> None:
+                                       operator: OperatorProcess, unique_name: Any) -> None:
     kube, a, b = couch_env
     db = unique_name("keep")
     a.create_db(db)
     kube.apply(couch_policy("keeper", [db], deletionPolicy="Orphan"))
     kube.wait_condition(POLICY, "keeper", timeout=90)
     (child,) = children(kube, "keeper")
+    wait_for(lambda: status(kube, "keeper").get("ready") == 1, what="1 ready")
+
+    # a quiet policy makes no API writes: several resyncs later nothing was written
+    versions = (kube.get(POLICY, "keeper") or {})["metadata"]["resourceVersion"], \
+        children(kube, "keeper")[child]["metadata"]["resourceVersion"]
+    window_end = time.monotonic() + 3 * operator.resync
+    wait_for(lambda: time.monotonic() >= window_end, timeout=4 * operator.resync,
+             what="three resync intervals")
+    assert ((kube.get(POLICY, "keeper") or {})["metadata"]["resourceVersion"],
+            children(kube, "keeper")[child]["metadata"]["resourceVersion"]) == versions
     assert f"{kube.ns}.{child}" in b.replicator_docs()
     kube.delete(POLICY, "keeper")
     wait_for(lambda: kube.get(POLICY, "keeper") is None and not children(kube, "keeper"),
