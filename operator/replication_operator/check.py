@@ -15,6 +15,7 @@ KINDS = ("databaseservers", "replications", "replicationpolicies", "tokens")
 NEEDED = [
     *[(GROUP, k, v, "") for k in KINDS for v in ("get", "list", "watch", "patch")],
     *[(GROUP, k, "patch", "status") for k in KINDS],
+    (GROUP, "replications", "create", ""), (GROUP, "replications", "delete", ""),
     ("", "secrets", "get", ""), ("", "secrets", "create", ""), ("", "secrets", "update", ""),
     ("", "secrets", "delete", ""), ("", "events", "create", ""),
 ]

@@ -119,3 +119,37 @@ async def patch_status(namespace: str, plural: str, name: str, status: dict[str,
     except ApiException as exc:
         if exc.status != 404:  # deleted meanwhile: nothing to report on
             raise
+
+
+# -- custom objects the operator creates itself (a ReplicationPolicy's Replications) --
+
+async def create_custom(namespace: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create; an ApiException (409 if the name is taken) goes to the caller."""
+    custom = kubernetes.client.CustomObjectsApi(api())
+    obj = await asyncio.to_thread(custom.create_namespaced_custom_object, GROUP, VERSION,
+                                  namespace, plural, body)
+    return cast(dict[str, Any], obj)
+
+
+async def patch_custom(namespace: str, plural: str, name: str,
+                       patch: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """A merge patch (dict) or a JSON patch (list of operations); gone meanwhile is fine."""
+    custom = kubernetes.client.CustomObjectsApi(api())
+    content_type = "application/json-patch+json" if isinstance(patch, list) else None
+    try:
+        await asyncio.to_thread(custom.patch_namespaced_custom_object, GROUP, VERSION,
+                                namespace, plural, name, patch, _content_type=content_type)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+async def delete_custom(namespace: str, plural: str, name: str) -> None:
+    """Ask for deletion (finalizers run); already gone is fine."""
+    custom = kubernetes.client.CustomObjectsApi(api())
+    try:
+        await asyncio.to_thread(custom.delete_namespaced_custom_object, GROUP, VERSION,
+                                namespace, plural, name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise

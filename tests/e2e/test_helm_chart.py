@@ -1,6 +1,8 @@
 """The Helm chart on the real API server, and its RBAC proven sufficient and necessary:
 the operator runs with the chart's ServiceAccount token (no admin rights), the CouchDB
-smoke passes; with one needed rule removed it fails."""
+smoke (a Replication, and a ReplicationPolicy that makes one) passes; with the status
+rule removed it fails, and without create/delete on Replications the policy cannot
+make its Replication."""
 
 from __future__ import annotations
 
@@ -68,7 +70,31 @@ def smoke(kube: Kube, couch_a: Any, couch_b: Any, name: str, timeout: float) -> 
     kube.delete("replication", name)
     wait_for(lambda: kube.get("replication", name) is None, timeout=timeout,
              what="replication deleted")
-    return job not in b.replicator_docs()
+    return job not in b.replicator_docs() and policy_smoke(kube, name, db, timeout)
+
+
+def policy(name: str, db: str) -> dict[str, Any]:
+    return {"apiVersion": "replication.dbops.dev/v1alpha1", "kind": "ReplicationPolicy",
+            "metadata": {"name": name}, "spec": {
+                "source": {"server": "couch-a", "databases": [db]},
+                "target": {"server": "couch-b", "databasePrefix": "p-"},
+                "trigger": {"type": "continuous"}}}
+
+
+def policy_smoke(kube: Kube, name: str, db: str, timeout: float) -> bool:
+    """A CouchDB ReplicationPolicy makes a Ready child Replication, and removes it."""
+    kube.apply(policy(name, db))
+    try:
+        kube.wait_condition("replicationpolicy", name, timeout=timeout)
+    except AssertionError:
+        return False
+    child = f"{name}-{db}"
+    kube.wait_condition("replication", child, timeout=timeout)
+    kube.delete("replicationpolicy", name)
+    wait_for(lambda: kube.get("replication", child) is None and
+             kube.get("replicationpolicy", name) is None, timeout=timeout,
+             what="policy and its replication deleted")
+    return True
 
 
 @pytest.fixture
@@ -135,17 +161,38 @@ def test_operator_works_under_exactly_the_charts_rbac(
                              f"--as=system:serviceaccount:{namespace}:{release}", check=False)
     assert denied.returncode != 0  # nothing outside the watched namespace
 
-    role = json.loads(cluster.kubectl("get", "role", release, "-n", namespace, "-o",
-                                      "json").stdout)
-    role["rules"] = [r for r in role["rules"]
-                     if not any(res.endswith("/status") for res in r["resources"])]
+    original = json.loads(cluster.kubectl("get", "role", release, "-n", namespace, "-o",
+                                          "json").stdout)
     for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
-        role["metadata"].pop(key, None)
-    cluster.kubectl("replace", "-f", "-", input=json.dumps(role))
+        original["metadata"].pop(key, None)
     as_sa = f"--as=system:serviceaccount:{namespace}:{release}"
-    wait_for(lambda: cluster.kubectl("auth", "can-i", "patch", "replications",
-                                     "--subresource=status", "-n", namespace, as_sa,
-                                     check=False).stdout.strip() == "no",
-             what="the RBAC change to reach the authorizer")
+
+    def without(drop: Any, verb: str, resource: str, sub: str = "") -> None:
+        role = {**original, "rules": [r for r in original["rules"] if not drop(r)]}
+        cluster.kubectl("replace", "-f", "-", input=json.dumps(role))
+        extra = [f"--subresource={sub}"] if sub else []
+        wait_for(lambda: cluster.kubectl("auth", "can-i", verb, resource, *extra, "-n",
+                                         namespace, as_sa, check=False).stdout.strip() == "no",
+                 what="the RBAC change to reach the authorizer")
+
+    without(lambda r: any(res.endswith("/status") for res in r["resources"]), "patch",
+            "replications", "status")
     ok, _ = run_smoke("denied", timeout=30)
     assert not ok, "the smoke passed without the status rule: the RBAC test cannot fail"
+
+    without(lambda r: "create" in r["verbs"] and "replications" in r["resources"], "create",
+            "replications")
+    db = f"nocreate-{secrets.token_hex(3)}"
+    Couch(couch_a).create_db(db)
+    proc = OperatorProcess(cluster, tmp_path, scope=["--namespace", namespace],
+                           env={"KUBECONFIG": str(kubeconfig)})
+    proc.start()
+    try:
+        kube.apply(policy("nocreate", db))
+        # the operator needs about a minute to give up on cluster-wide lists it may not do
+        cond = kube.wait_condition("replicationpolicy", "nocreate", status="False",
+                                   reason="Forbidden", timeout=150)
+        assert "replications" in cond["message"], cond
+        assert kube.get("replication", f"nocreate-{db}") is None
+    finally:
+        proc.stop()

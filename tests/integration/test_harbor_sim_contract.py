@@ -827,10 +827,10 @@ def test_scheduled_policy_fires_on_its_minute() -> None:
     policy = store.create_policy({
         "name": "every-minute", "enabled": True, "dest_registry": {"id": registry.id},
         "trigger": {"type": "scheduled", "trigger_settings": {"cron": "0 */1 * * * *"}}})
-    clock.offset = 125.0  # two minute boundaries (the catch-up covers missed seconds)
+    clock.offset = 125.0  # two or three minute boundaries (the catch-up covers them)
     store.advance()
     fired = [e for e in store.executions.values() if e.policy_id == policy.id]
-    assert [e.trigger for e in fired] == ["scheduled", "scheduled"]
+    assert len(fired) in (2, 3) and {e.trigger for e in fired} == {"scheduled"}
     assert all(store.execution_status(e)[0] == "Succeed" for e in fired)
 
 

@@ -19,6 +19,10 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 - apiGroups: ["replication.dbops.dev"]
   resources: [databaseservers/status, replications/status, replicationpolicies/status, tokens/status]
   verbs: [patch]
+# a ReplicationPolicy on CouchDB/ReductStore creates and removes its child Replications
+- apiGroups: ["replication.dbops.dev"]
+  resources: [replications]
+  verbs: [create, delete]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create, update, delete]

@@ -47,6 +47,8 @@ class ReplicationRequest:
     options: dict[str, Any] = field(default_factory=dict)
     adopted: bool = False  # externalName given: the job exists already, take it over
     retiring: str = ""  # a job this one replaced, still draining (status.retiring)
+    rotated: bool = False  # a Token's credential changed (servers may not show it)
+    run_id: str = ""  # spec.runId: a new value runs a one-shot job again (CouchDB)
 
 
 @dataclass

@@ -9,12 +9,19 @@ from __future__ import annotations
 import kopf
 
 from replication_operator.context import OperatorContext
-from replication_operator.handlers import databaseserver, policy, replication, settings, token
+from replication_operator.handlers import (
+    databaseserver,
+    fanout,
+    policy,
+    replication,
+    settings,
+    token,
+)
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     settings.register(registry, ctx)
     databaseserver.register(registry, ctx)
     replication.register(registry, ctx)
-    policy.register(registry, ctx)
+    policy.register(registry, ctx, fanout.register(registry, ctx))
     token.register(registry, ctx)

@@ -27,7 +27,9 @@ from replication_operator.config import RUN_REQUESTED
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
 from replication_operator.handlers.cleanup import clean_up
+from replication_operator.handlers.fanout import Fanout
 from replication_operator.metrics import RECONCILE_SECONDS, RECONCILES
+from replication_operator.reconcile.fanout import refuse_fanout_fields
 from replication_operator.reconcile.policy import (
     RunDecision,
     RunVerb,
@@ -94,7 +96,9 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
                   previous: Mapping[str, Any]) -> tuple[PolicyDriver, PolicyRequest]:
     holder = holder_of(spec)
     push = holder == spec["source"].get("server")
-    driver = driver_of(await ctx.servers.get(namespace, holder))
+    entry = await ctx.servers.get(namespace, holder)
+    driver = driver_of(entry)
+    refuse_fanout_fields(spec, entry.settings.type)
     target, trigger = spec["target"], spec.get("trigger") or {}
     request = PolicyRequest(
         key=f"{namespace}/{name}", name=policy_name(namespace, name),
@@ -150,7 +154,9 @@ def report_finished(body: kopf.Body, finished: list[Execution]) -> None:
         emit(body, reason, finished_message(execution))
 
 
-def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fanout) -> None:
+    """`fanout` takes the policies on CouchDB, Cloudant and ReductStore (expanded into
+    Replications); the others are kept by their server's PolicyDriver here."""
     only = ctx.config.selection()  # this shard's resources (--selector)
     config = ctx.config
 
@@ -233,21 +239,38 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, **only)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, **only)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, **only)  # spec and run-requested
-    async def changed(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
-        error = await reconcile(body, patch, max_age=1.0)
+    async def changed(body: kopf.Body, patch: kopf.Patch, retry: int, **kwargs: Any) -> None:
+        fanout.bind(kwargs)
+        if await fanout.handles(body):
+            error = await fanout.reconcile(body.metadata.namespace or "",
+                                           body.metadata.name or "", max_age=1.0)
+        else:
+            error = await reconcile(body, patch, max_age=1.0)
         if isinstance(error, TransientBackendError):
             delay = max(config.backoff(retry), error.retry_after or 0)
             raise kopf.TemporaryError(error.message, delay=delay)
 
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, **only, interval=config.resync_interval,
                 initial_delay=config.resync_interval)
-    async def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        if not body.metadata.get("deletionTimestamp"):
+    async def resync(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        fanout.bind(kwargs)
+        if body.metadata.get("deletionTimestamp"):
+            return
+        if await fanout.handles(body):
+            # 0.9: the list read at the previous resync is stale by now, so each resync
+            # reads it once (shared with every policy on the server)
+            await fanout.reconcile(body.metadata.namespace or "", body.metadata.name or "",
+                                   max_age=0.9 * config.resync_interval)
+        else:
             await reconcile(body, patch, max_age=config.resync_interval)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
-                      **_: Any) -> None:
+                      **kwargs: Any) -> None:
+        fanout.bind(kwargs)
+        if await fanout.handles(body):
+            await fanout.delete(body, patch, retry=retry, runtime=runtime)
+            return
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         ext = str((body.get("status") or {}).get("externalName") or
                   spec.get("externalName") or "")

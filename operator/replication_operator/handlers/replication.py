@@ -126,6 +126,7 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
         options=dict(spec.get("options") or {}),
         adopted=bool(spec.get("externalName")),
         retiring=str(status.get("retiring") or ""),
+        run_id=str(spec.get("runId") or ""),
     )
     return Resolved(request, job_server, entry, generations)
 
@@ -181,7 +182,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             if action.verb is Verb.CREATE:
                 await driver.create(request)
             elif action.verb is Verb.UPDATE:
-                replaced_by = await driver.update(request, seen)
+                rotated = action.reason == "CredentialsRotated"
+                replaced_by = await driver.update(
+                    dataclasses.replace(request, rotated=rotated), seen)
             elif action.verb is Verb.DELETE:
                 await driver.delete(ext, seen)
             if replaced_by:  # the job moved to a new one; the old one drains, then goes

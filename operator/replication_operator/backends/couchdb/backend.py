@@ -20,7 +20,7 @@ from replication_operator.backends.base import (
     ServerInfo,
     dotted_name,
 )
-from replication_operator.backends.couchdb import docs
+from replication_operator.backends.couchdb import dbupdates, docs
 from replication_operator.backends.couchdb.selector import selector_to_js
 from replication_operator.backends.couchdb.tokens import CouchDBTokens
 from replication_operator.backends.snapshot import Snapshot
@@ -77,6 +77,7 @@ class CouchDBBackend:
         self.info: ServerInfo | None = None
         self._state = Snapshot(self._list_state)
         self._tokens = CouchDBTokens(conn)
+        self._databases = Snapshot(self._list_databases)
 
     # -- server -------------------------------------------------------------
 
@@ -205,3 +206,36 @@ class CouchDBBackend:
             raise ConflictError(f"{external_name}: the doc kept changing during deletion")
         finally:
             self.invalidate()
+
+    # -- databases (ReplicationPolicy fan-out) --------------------------------
+
+    async def _list_databases(self) -> list[str]:
+        response = await self.conn.request("GET", "/_all_dbs")
+        try:
+            return dbupdates.database_names(response.json())
+        except ValueError:
+            raise PermanentBackendError("GET /_all_dbs did not answer a list of names",
+                                        code="WrongServerType") from None
+
+    async def databases(self, *, max_age: float) -> list[str]:
+        """Every database on the server: one `_all_dbs` per `max_age`, shared by every
+        policy reading this server."""
+        return await self._databases.get(max_age)
+
+    async def database_updates(self, since: str, timeout: float
+                               ) -> tuple[list[tuple[str, str]], str] | None:
+        """One long poll of `_db_updates`: (database, created|deleted) events and the seq
+        to go on from; None where the server has no such feed (PouchDB Server)."""
+        info = await self._info()
+        if info.flavour == "PouchDB Server":
+            return None
+        response = await self.conn.request(
+            "GET", "/_db_updates", params={"feed": "longpoll", "since": since,
+                                           "timeout": int(timeout * 1000)},
+            allow=(400, 404, 405, 501))
+        if response.status_code != 200:
+            return None
+        events, last = dbupdates.parse_updates(response.json(), since)
+        if events:
+            self._databases.invalidate()
+        return events, last

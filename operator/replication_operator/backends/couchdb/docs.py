@@ -22,8 +22,13 @@ from replication_operator.backends.base import (
     ReplicationRequest,
     refuse_outside,
 )
+from replication_operator.errors import SpecError
 
 OWNER_FIELD = "dbops_owner"
+RUN_FIELD = "dbops_run"
+"""spec.runId of a one-shot job: a new value edits the doc, and an edited completed doc
+runs again (CouchDB restarts a job whose doc changed; PouchDB Server restarts an
+edited completed doc, BACKENDS.md §5). Unknown keys are ignored by the replicator."""
 NONCE_FIELD = "dbops_nonce"
 """Changes on every (re)creation: PouchDB Server ignores a doc re-created with exactly
 the content of a deleted one, so a restored job must never be byte-identical."""
@@ -72,6 +77,9 @@ def validate(request: ReplicationRequest) -> None:
                    "is not a CouchDB filter (it belongs to ReductStore)")
     refuse_outside(request.options, ALLOWED_OPTIONS, "spec.options",
                    "is not a CouchDB replication option")
+    if request.run_id and request.continuous:
+        raise SpecError("spec.runId is for one-shot jobs (continuous: false): it runs the job "
+                        "again when it changes")
 
 
 def selector_ddoc_name(selector: dict[str, Any]) -> str:
@@ -104,6 +112,8 @@ def desired_doc(request: ReplicationRequest, *, mango: bool) -> dict[str, Any]:
     if flt.get("queryParams"):
         doc["query_params"] = dict(flt["queryParams"])
     doc.update(request.options)
+    if request.run_id:
+        doc[RUN_FIELD] = request.run_id
     return doc
 
 

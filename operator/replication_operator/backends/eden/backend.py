@@ -449,6 +449,9 @@ class EdenBackend:
         if isinstance(request, PolicyRequest):
             self._policy_plan(request)
         else:
+            if request.run_id:
+                raise SpecError("spec.runId is not available on eden (run a one-shot job "
+                                "again by re-creating the Replication)")
             self._replication_plan(request)
 
     async def observe(self, request: ReplicationRequest, *, max_age: float) -> Observation:

@@ -37,6 +37,7 @@ class ReductStoreBackend:
         self._observations: dict[str, int] = {}
         self._watch: dict[str, int] = {}  # replication → resyncs left reading its detail
         self._errored: dict[str, dict[str, int]] = {}  # replication → errors by code
+        self._buckets = Snapshot(self._list_buckets)
 
     async def probe(self) -> ServerInfo:
         response = await self.conn.request("GET", f"{API}/info")
@@ -105,7 +106,16 @@ class ReductStoreBackend:
             seen.retired = await self._retire(request, item)
         return seen
 
+    async def _ensure_target_bucket(self, request: ReplicationRequest) -> None:
+        """`target.create`: make the destination bucket (409: it exists) with the
+        target's credentials, as CouchDB's create_target does for a database."""
+        if request.create_target:
+            target = self._connection_for(request.target.server)
+            await target.request("POST", f"{API}/b/{quote(request.target.database, safe='')}",
+                                 json={}, allow=(409,))
+
     async def create(self, request: ReplicationRequest) -> None:
+        await self._ensure_target_bucket(request)
         body = rs.desired_settings(request, self._dst_token(request))
         try:
             await self.conn.request("POST", self._path(request.external_name), json=body)
@@ -128,9 +138,10 @@ class ReductStoreBackend:
                                 f"server (read-only)", code="Provisioned")
         body = rs.desired_settings(request, self._dst_token(request))
         path = self._path(request.external_name)
+        in_place = [d for d in seen.differences if d != "mode"] == [] and not request.rotated
         try:
-            if seen.differences == ["mode"] or request.adopted:
-                if seen.differences != ["mode"]:
+            if in_place or request.adopted:
+                if not in_place:
                     await self.conn.request("PUT", path, json=body)
                 if seen.mode != body["mode"]:
                     await self.conn.request("PATCH", f"{path}/mode",
@@ -179,3 +190,14 @@ class ReductStoreBackend:
             self._list.invalidate()
             for memory in (self._observations, self._watch, self._errored):
                 memory.pop(external_name, None)
+
+    # -- buckets (ReplicationPolicy fan-out) ----------------------------------
+
+    async def _list_buckets(self) -> list[str]:
+        response = await self.conn.request("GET", f"{API}/list")
+        return [str(b["name"]) for b in response.json().get("buckets", []) if "name" in b]
+
+    async def databases(self, *, max_age: float) -> list[str]:
+        """Every bucket on the server: one `/api/v1/list` per `max_age`, shared by every
+        policy reading this server."""
+        return await self._buckets.get(max_age)

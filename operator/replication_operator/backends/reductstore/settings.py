@@ -36,6 +36,9 @@ def validate(request: ReplicationRequest) -> None:
                    "is not a ReductStore replication option")
     if not request.continuous:
         raise SpecError("spec.continuous: ReductStore replications are always continuous")
+    if request.run_id:
+        raise SpecError("spec.runId: ReductStore replications are always continuous (a "
+                        "ReplicationPolicy runs them by enabling and pausing them)")
 
 
 def when_condition(flt: dict[str, Any]) -> dict[str, Any] | None:
