@@ -17,7 +17,7 @@ from typing import Any
 from . import s3json
 from .faults import Faults, RequestLog
 from .s3xml import XmlRecord
-from .times import fmt
+from .times import fmt, iso
 from .times import now as clock_now
 
 DEFAULT_TABLES = ("org_organisation", "org_office", "pr_person", "project_project")
@@ -95,7 +95,7 @@ class Task:
     strategy: list[str] = field(default_factory=lambda: list(s3json.STRATEGIES))
     update_policy: str = "NEWER"
     conflict_policy: str = "NEWER"
-    components: bool | None = None
+    components: bool = False  # listed as false when not given (seen on Eden built here)
     last_pull: datetime | None = None
     last_push: datetime | None = None
     deleted: bool = False
@@ -124,6 +124,9 @@ class SchedulerTask:
     times_run: int = 0
     times_failed: int = 0
     deleted: bool = False
+    # when the simulated worker runs it next: next_run_time, or sooner under max_period
+    # (next_run_time itself stays last run + period, as web2py writes it)
+    due_at: datetime | None = None
 
 
 @dataclass
@@ -381,13 +384,20 @@ class Store:
 
     @staticmethod
     def job_view(s: SchedulerTask) -> dict[str, Any]:
-        return {"id": s.id, "uuid": s.uuid, "task_name": s.task_name,
-                "function_name": s.function_name, "application_name": s.application_name,
-                "group_name": s.group_name, "args": s.args, "vars": s.vars,
-                "period": s.period, "repeats": s.repeats, "timeout": s.timeout,
-                "enabled": s.enabled, "status": s.status, "start_time": fmt(s.start_time),
-                "next_run_time": fmt(s.next_run_time), "last_run_time": fmt(s.last_run_time),
-                "times_run": s.times_run, "times_failed": s.times_failed}
+        """web2py's scheduler_task as `job.json` lists it on Eden built here: its readable
+        fields, in this order. `last_run_time` is not readable, so not listed: a run's
+        start shows only as `next_run_time - period` once the run is over."""
+        return {"id": s.id, "application_name": s.application_name,
+                "task_name": s.task_name, "group_name": s.group_name, "status": s.status,
+                "broadcast": False, "function_name": s.function_name, "uuid": s.uuid,
+                "args": s.args, "vars": s.vars, "enabled": s.enabled,
+                "start_time": fmt(s.start_time), "next_run_time": fmt(s.next_run_time),
+                "stop_time": None, "repeats": s.repeats, "retry_failed": 0,
+                "period": s.period, "prevent_drift": False, "cronline": None,
+                "timeout": s.timeout, "sync_output": 0, "times_run": s.times_run,
+                "times_failed": s.times_failed,
+                "assigned_worker_name": "eden-sim#1" if s.times_run or s.status != "QUEUED"
+                else ""}
 
     @staticmethod
     def log_view(row: LogRow) -> dict[str, Any]:
@@ -443,7 +453,10 @@ class Store:
                             else r.apitype},
                 "url": r.url, "username": r.username, "password": r.password,
                 "proxy": r.proxy, "synchronise_uuids": r.synchronise_uuids,
-                "keep_source": r.keep_source, "last_connected": fmt(r.last_connected)}
+                "keep_source": r.keep_source}
+            if r.last_connected is not None:  # null fields are left out of an export
+                record["last_connected"] = {"@value": iso(r.last_connected),
+                                            "$": r.last_connected.strftime("%Y-%m-%d %H:%M")}
             wanted = components if components is not None else {"task", "job", "log"}
             if "task" in wanted:
                 record["$_sync_task"] = [
@@ -568,12 +581,14 @@ class Store:
             sched = existing
             if sched is None:
                 sched = SchedulerTask(self._next_id("scheduler_task"),
-                                      sched_item.uuid or new_uuid(),
+                                      sched_item.uuid or str(uuidlib.uuid4()),
                                       str(sched_item.values["function_name"]),
                                       start_time=now, next_run_time=now)
                 self.scheduler[sched.id] = sched
             for key, value in sched_item.values.items():
                 setattr(sched, key, value)
+            if {"start_time", "next_run_time"} & set(sched_item.values):
+                sched.due_at = None
             if "next_run_time" not in sched_item.values and "start_time" in sched_item.values:
                 sched.next_run_time = sched.start_time
             link = JobLink(self._next_id("sync_job"), repository.id, sched.id)
@@ -655,12 +670,16 @@ class Store:
                       if not link.deleted}
             plans = []
             for sched in sorted(self.scheduler.values(), key=lambda s: s.id):
-                due = sched.next_run_time or sched.start_time or now
+                due = sched.due_at or sched.next_run_time or sched.start_time or now
                 if sched.deleted or not sched.enabled or sched.status != "QUEUED" or \
                         sched.function_name != FUNCTION or sched.id not in linked or due > now \
                         or (sched.start_time is not None and sched.start_time > now):
                     continue
                 sched.status, sched.last_run_time = "RUNNING", now
+                # a job web2py runs is due: next_run_time <= its start (the simulated
+                # worker may take it sooner, under max_period)
+                if sched.next_run_time is None or sched.next_run_time > now:
+                    sched.next_run_time = now
                 repository_id = _repository_argument(sched.args)
                 plan = self.run_plan(repository_id, sched.id)
                 if plan is None:
@@ -693,13 +712,16 @@ class Store:
             sched.times_run += 1
             if not ok:
                 sched.times_failed += 1
+            # web2py: next_run_time = the run's start + period, also for a finished job
+            # (seen on Eden built here: a job listing's only trace of when it last ran)
+            started = sched.last_run_time or self.now()
+            sched.next_run_time = started + timedelta(seconds=int(sched.period))
+            sched.due_at = started + timedelta(seconds=max(self.period_of(sched), 1.0))
             if sched.repeats and sched.times_run >= sched.repeats:
                 sched.status = "COMPLETED"
                 return
             if sched.status == "RUNNING":
                 sched.status = "QUEUED"
-            started = sched.last_run_time or self.now()
-            sched.next_run_time = started + timedelta(seconds=max(self.period_of(sched), 1.0))
 
     def set_last_pull(self, task_id: int, value: datetime) -> None:
         with self._lock:

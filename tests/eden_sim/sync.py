@@ -87,13 +87,24 @@ async def run(store: Store, plan: RunPlan) -> None:
             ok = False
             return
         async with _client(plan.username, plan.password) as client:
+            # S3Sync.synchronize (Eden master of 2024): `error` is only reset by a pull,
+            # so after a failed task every following task that does not pull (mode 2 or
+            # 4) is skipped, until a pulling task (mode 1 or 3) runs again; a task whose
+            # pull fails does not push (seen on Eden built here)
+            # (web2py still counts the run as COMPLETED)
+            failed = False
             for task in plan.tasks:
-                if not task.known or task.mode == 4:
-                    continue  # an unknown resource is skipped: no log row, no last_pull
-                if task.mode in (1, 3) and not await _pull(store, plan, task, client):
-                    break  # Eden skips every later task of the run
-                if task.mode in (2, 3) and not await _push(store, plan, task, client):
-                    break
+                if not task.known:
+                    # an unknown resource is skipped: no log row, no last_pull (its "pull"
+                    # answers no error, which clears one)
+                    failed = failed and task.mode not in (1, 3)
+                    continue
+                if task.mode in (1, 3):
+                    failed = not await _pull(store, plan, task, client)
+                if failed:
+                    continue
+                if task.mode in (2, 3):
+                    failed = not await _push(store, plan, task, client)
     finally:
         store.finish_job(plan.scheduler_task_id, ok)
 

@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 from replication_operator.backends.base import (
@@ -41,8 +42,15 @@ ConnectionFor = Callable[[ServerSettings], ServerConnection]
 REPOSITORIES = "/sync/repository"
 MAX_REMEMBERED = 500  # executions whose failed tasks are kept for failed_tasks()
 FINISHED = ("COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED")
-_VERSION = re.compile(r"Eden\s+Version\s*:?\s*([^\s<][^\s<]*)", re.I)
+# default/about: a row "Core Components | Version", then "<system name> | <Eden's VERSION
+# file>", e.g. "Sahana | eden-dev-73981fd80 (2022-05-20 14:18:14)" (seen on Eden built
+# from master of 2024); the label is the deployment's short system name
+_ROW = re.compile(r"<tr[^>]*>(.*?)</tr>", re.I | re.S)
+_CELL = re.compile(r"<td[^>]*>(.*?)</td>", re.I | re.S)
 _TAG = re.compile(r"<[^>]+>")
+# an import body that names the table and holds no record: a write check that imports
+# nothing (an empty object is refused, 400 "Invalid source", on a real Eden)
+PROBE_BODY: dict[str, list[Any]] = {"$_sync_repository": []}
 
 
 @dataclass
@@ -121,6 +129,7 @@ class EdenBackend:
         self._credentials: dict[str, dict[str, str]] = {}  # repository → owner → fingerprint
         # resources a server confirmed, per URL and login (the check proves the login too)
         self._known: dict[ServerSettings, set[str]] = {}
+        self._logins: set[ServerSettings] = set()  # peer logins a write check accepted
         self._last: dict[str, Plan] = {}  # owner → last plan (deletion without a job)
         self._failed: dict[int, list[FailedTask]] = {}  # execution id → its failed tasks
 
@@ -129,7 +138,7 @@ class EdenBackend:
     async def probe(self) -> ServerInfo:
         """A write an anonymous user cannot make (a body without records: Eden imports
         nothing), since a wrong password on a read silently becomes anonymous."""
-        response = await self.conn.request("POST", f"{REPOSITORIES}.s3json", json={},
+        response = await self.conn.request("POST", f"{REPOSITORIES}.s3json", json=PROBE_BODY,
                                            allow=(401, 403))
         if response.status_code == 401:
             raise PermanentBackendError(
@@ -149,9 +158,8 @@ class EdenBackend:
                                         "Eden's sync module (POST sync/repository.s3json)",
                                         code="WrongServerType")
         about = await self.conn.request("GET", "/default/about", allow=range(300, 600))
-        text = _TAG.sub(" ", about.text) if about.status_code == 200 else ""
-        match = _VERSION.search(text)
-        return ServerInfo("Sahana Eden", match[1] if match else "unknown")
+        return ServerInfo("Sahana Eden", about_version(about.text)
+                          if about.status_code == 200 else "unknown")
 
     def replications(self) -> EdenBackend:
         return self
@@ -264,7 +272,9 @@ class EdenBackend:
         a word: ask both servers first (`sync/sync.xml` answers 400 to an unknown one)."""
         checks = [(self.conn, "the job server"),
                   (self._connection_for(plan.peer), f"peer {plan.peer_name}")]
-        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self._check_peer_login(checks[1][0], plan)
+        # naive UTC: Eden ignores an msince with a zone ("...Z") and exports everything
+        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
         for conn, who in checks:
             known = self._known.setdefault(conn.settings, set())
             for index, resource in enumerate(plan.resources):
@@ -287,6 +297,28 @@ class EdenBackend:
                         f"accept the task and skip it at every run", code="UnknownResource",
                         status=400)
                 known.add(resource)
+
+    async def _check_peer_login(self, conn: ServerConnection, plan: Plan) -> None:
+        """The peer login the repository will use, proven by a write check (as `probe`):
+        under Eden's default policy a wrong password reads as anonymous, so a pull check
+        passes and even pulls work, while the registration at the peer and every push
+        fail with 401 (seen on Eden built from master of 2024)."""
+        if conn.settings in self._logins:
+            return
+        response = await conn.request("POST", f"{REPOSITORIES}.s3json", json=PROBE_BODY,
+                                      allow=(401, 403))
+        if response.status_code == 401:
+            raise PermanentBackendError(
+                f"spec.{plan.peer_side}.server: peer {plan.peer_name} refused the login "
+                f"(401 Authentication Required to a write check); the sync repository "
+                f"would log in with it to register and to push", code="PeerUnauthorized",
+                status=401)
+        if response.status_code == 403:
+            raise PermanentBackendError(
+                f"spec.{plan.peer_side}.server: the login for peer {plan.peer_name} may not "
+                f"write sync settings there (403 Insufficient Privileges); registering at "
+                f"the peer needs that", code="PeerForbidden", status=403)
+        self._logins.add(conn.settings)
 
     async def _write_repository(self, method: str, path: str, body: Mapping[str, Any],
                                 expect: str, what: str) -> list[int]:
@@ -610,6 +642,18 @@ class EdenBackend:
 
     async def failed_tasks(self, execution_id: int, limit: int) -> list[FailedTask]:
         return self._failed.get(execution_id, [])[:limit]
+
+
+def about_version(html: str) -> str:
+    """Eden's version from its default/about page: the row after "Core Components |
+    Version" (its label is the deployment's short system name); "unknown" if the page
+    does not show it (e.g. where settings.security.version_info is off)."""
+    rows = [[" ".join(_TAG.sub(" ", cell).split()) for cell in _CELL.findall(row)]
+            for row in _ROW.findall(html)]
+    for here, after in pairwise(rows):
+        if here[:1] == ["Core Components"] and len(after) > 1 and after[1]:
+            return after[1]
+    return "unknown"
 
 
 def _user_id(raw: Any) -> int:
