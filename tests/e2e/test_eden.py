@@ -251,8 +251,9 @@ def test_hand_edits_are_put_back_and_unknown_resources_refused(
     b.http.delete(f"sync/repository/{repository['id']}/job/{job['id']}.json")
     wait_for(lambda: [j["id"] for j in b.jobs(repository["id"])] not in ([], [job["id"]]),
              what="the job re-created")
-    assert any("recreated" in e["message"] for e in kube.events("kept")
-               if e["reason"] == "DriftCorrected")
+    # the Event follows the write that re-created the job
+    wait_for(lambda: any("recreated" in e["message"] for e in kube.events("kept")
+                         if e["reason"] == "DriftCorrected"), what="the DriftCorrected Event")
 
     kube.apply(replication("nowhere", source={"server": "eden-a", "database": "org_nowhere"},
                            target={"server": "eden-b", "database": "org_nowhere"}))

@@ -29,7 +29,7 @@ faults, request log, /_sim), `faults`, `times`, `server`, `__main__`.
 Facts from BACKENDS.md §4 (each with its contract test)
 -------------------------------------------------------
 - Base URL `http://host:port/eden`, HTTP Basic with the user's e-mail (§4 intro).
-- Tables: `sync_repository` (name unique, url, apitype eden|ccrm|wrike|mcb|adashi|ftp|
+- Tables: `sync_repository` (name, url, apitype eden|ccrm|wrike|mcb|adashi|ftp|
   filesync, username, password, proxy, synchronise_uuids, keep_source, uuid,
   last_connected updated even when a sync failed), `sync_task` (resource_name, mode 1
   pull / 2 push / 3 both / 4 none, strategy from create|update|delete|merge,
@@ -130,6 +130,18 @@ Seen on Eden built here (web2py 2.21.2, Eden master e1cbdd6b5 of 2024-09-13, Pyt
   `Sahana | 4.0.0-sim`.
 - Under the default policy any logged-in user may write sync settings (403 needs a
   stricter policy: the `strict_policy` setting, not seen here).
+- One repository per peer (`one_repository_per_peer`, on unless a test suite turns it
+  off): `url` is unique (`url: Value already in database or empty`); `name` is not
+  (BACKENDS.md §4 says it is): an import matches a repository by name, any case,
+  deleted ones too (undeleted), and answers `updated`. A registration answers
+  `{"status": "success", ..., "message": "Registration successful" | "Registration
+  update successful", "sender": <this site's uuid>}` and logs `none` /
+  `register/incoming` / `none` here; the registering repository takes the sender's
+  uuid; a registration whose uuid is a repository's here (deleted or not) updates that
+  one: renames it after the registering host, undeletes it. When the taken uuid is
+  already another repository's (deleted ones count), Eden fails a unique constraint:
+  HTTP 500, the write rolled back (what the peer did stays). `sync/repository.json`
+  filters on fields it does not list (`?~.url=`).
 
 Assumptions (not seen on a real Eden; a real one may differ)
 -------------------------------------------------------------
@@ -160,15 +172,10 @@ Assumptions (not seen on a real Eden; a real one may differ)
 - S3XML is a subset (`<s3xml>` with `<resource name uuid created_on modified_on
   deleted>` and `<data field>`; a real one also has `mci`, `url`, `<reference>`s).
   Under `strict_policy` a pull needs a login (401), which gives §4's `b'Authentication
-  Required'` pull message. The registration answer is `{"status": "success", ...,
-  "message": "Registration successful"}` without a `sender` uuid (so the repository's
-  uuid does not change); a passive repository has no URL.
-- Validation details: a repository `name` used by another live repository → `name:
-  value already in database` (uniqueness ignores deleted ones); tasks need
-  resource_name; a deleted repository's URL is cleared; its tasks, links and scheduler
-  tasks are deleted with it. The 404 body of a DELETE with bad credentials is Eden's
-  JSON failure message; messages other than those quoted above are the simulator's own
-  wording.
+  Required'` pull message. A passive repository has no URL.
+- Validation details: tasks need resource_name; a deleted repository's URL is cleared;
+  its tasks, links and scheduler tasks are deleted with it. Messages other than those
+  quoted above are the simulator's own wording.
 - Data tables: `org_organisation`, `org_office`, `pr_person`, `project_project` (more
   with `--table` or `/_sim/tables`); records need a `name`; `<prefix>/<name>.json`
   lists them with id, uuid, fields, created_on, modified_on (a real Eden lists the
@@ -185,7 +192,8 @@ POST   /_sim/faults {status: 500|502|503|504|429, count=1, retry_after?, path_pr
                      method?}               answer the next `count` matching requests so
 POST   /_sim/faults {latency: seconds, count?, path_prefix?, method?}
 DELETE /_sim/faults                         clear faults and latency
-GET|POST /_sim/settings {max_period?, strict_policy?, adapter_bug?}
+GET|POST /_sim/settings {max_period?, strict_policy?, adapter_bug?,
+                         one_repository_per_peer?}
 POST   /_sim/users {email, password, admin?}  add or change a user (a password change
                                             makes peers' stored logins wrong)
 POST   /_sim/tables {table}                 a new data table

@@ -6,6 +6,7 @@ a network call), so the HTTP thread and a test thread can share one store."""
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import uuid as uuidlib
@@ -162,6 +163,13 @@ class Settings:
     max_period: float | None = None
     strict_policy: bool = False
     adapter_bug: bool = False
+    # Eden's one repository per peer (seen on Eden built here): a repository's url is
+    # unique; a registration answers this site's uuid as `sender`, which becomes the
+    # registering repository's uuid (a clash with another repository: HTTP 500, nothing
+    # written), and a registration whose uuid names a repository updates (renames,
+    # undeletes) that one. Off: urls may repeat and registrations change no uuid (for
+    # test suites that make many repositories for one peer).
+    one_repository_per_peer: bool = True
 
 
 @dataclass
@@ -405,10 +413,14 @@ class Store:
                 "resource_name": row.resource_name, "mode": row.mode, "action": row.action,
                 "result": row.result, "remote": row.remote, "message": row.message}
 
-    def repositories_list(self) -> list[dict[str, Any]]:
+    def repositories_list(self, hidden: bool = False) -> list[dict[str, Any]]:
+        """The live repositories as `sync/repository.json` lists them; `hidden` adds the
+        fields it does not show but filters on (url, apitype, username)."""
         with self._lock:
-            return [self.repository_view(r) for r in sorted(self.repositories.values(),
-                                                            key=lambda r: r.id)
+            return [{**self.repository_view(r),
+                     **({"url": r.url, "apitype": r.apitype, "username": r.username}
+                        if hidden else {})}
+                    for r in sorted(self.repositories.values(), key=lambda r: r.id)
                     if not r.deleted]
 
     def _tasks_of(self, repository_id: int) -> list[Task]:
@@ -518,11 +530,20 @@ class Store:
             target = next((r for r in self.repositories.values()
                            if r.uuid == item.uuid and not r.deleted), None)
         name = item.values.get("name", target.name if target else None)
+        if target is None and name:
+            # Eden's S3Duplicate: an import matches a repository of the same name (case
+            # does not matter), deleted ones too (undeleted), and updates it (seen on
+            # Eden built here: the name is not unique, nothing refuses it)
+            wanted = str(name).lower()
+            target = next((r for r in sorted(self.repositories.values(),
+                                             key=lambda r: (r.deleted, r.id))
+                           if r.name.lower() == wanted), None)
+        url = item.values.get("url")
         if not name:
             item.errors["name"] = s3json.REQUIRED
-        elif any(r.name == name and not r.deleted and r is not target
-                 for r in self.repositories.values()):
-            item.errors["name"] = "value already in database"
+        elif url and self.settings.one_repository_per_peer and any(
+                r.url == url and r is not target for r in self.repositories.values()):
+            item.errors["url"] = "Value already in database or empty"
         plan = _RepositoryPlan(item, target)
         for task_raw in s3json.records(raw, "sync_task") or []:
             task = s3json.convert(task_raw, s3json.TASK_FIELDS)
@@ -564,6 +585,7 @@ class Store:
             self.repositories[repository.id] = repository
         for key, value in values.items():
             setattr(repository, key, value if value is not None or key == "url" else "")
+        repository.deleted = False  # a deleted one matched by name comes back
         now = self.now()
         for task_item in plan.tasks:
             task_values = task_item.values
@@ -629,22 +651,62 @@ class Store:
             self.scheduler[job_id].deleted = True
 
     def register_peer(self, body: Any) -> dict[str, Any]:
-        """POST sync/repository/register.json from a peer: a passive repository named
-        after the peer's host (no URL), matched by the peer's uuid."""
+        """POST sync/repository/register.json from a peer (S3Sync.__register): the
+        repository whose uuid is the peer's site uuid, deleted or not, is updated (name,
+        apitype; undeleted): "Registration update successful"; else a passive one (no
+        URL) named after the peer's host is made: "Registration successful". The answer
+        names this site (`sender`); a log row here says `register/incoming`."""
         if not isinstance(body, Mapping) or not body.get("uuid"):
-            raise failed(400, "Invalid registration request")
+            raise failed(400, "No repository identifier specified")
         with self._lock:
             peer_uuid = str(body["uuid"])
             name = str(body.get("name") or peer_uuid)
-            existing = next((r for r in self.repositories.values()
-                             if r.uuid == peer_uuid and not r.deleted), None)
+            faithful = self.settings.one_repository_per_peer
+            existing = next((r for r in sorted(self.repositories.values(), key=lambda r: r.id)
+                             if r.uuid == peer_uuid and (faithful or not r.deleted)), None)
             if existing is None:
                 existing = Repository(self._next_id("sync_repository"), name, peer_uuid,
                                       apitype=str(body.get("apitype") or "eden"))
                 self.repositories[existing.id] = existing
-            existing.last_connected = self.now()
-            return {"status": "success", "statuscode": "200",
-                    "message": "Registration successful"}
+                message = "Registration successful"
+            elif faithful:
+                existing.name, existing.deleted = name, False
+                existing.apitype = str(body.get("apitype") or existing.apitype)
+                message = "Registration update successful"
+            else:
+                message = "Registration successful"
+            self.log.append(LogRow(self._next_id("sync_log"), self.now(), existing.id,
+                                   "none", "register/incoming", "none", SUCCESS, False,
+                                   message))
+            answer = {"status": "success", "statuscode": "200", "message": message}
+            if faithful:
+                answer["sender"] = self.site_uuid
+            return answer
+
+    def take_peer_uuid(self, repository_id: int, sender: str) -> bool:
+        """After a registration: the repository takes the peer's site uuid (Eden's
+        adapter); False if another repository, deleted or not, has it (Eden: a unique
+        constraint fails, HTTP 500)."""
+        with self._lock:
+            clash = any(r.uuid == sender and r.id != repository_id
+                        for r in self.repositories.values())
+            if clash:
+                return False
+            repository = self.repositories.get(repository_id)
+            if repository is not None:
+                repository.uuid = sender
+            return True
+
+    def checkpoint(self) -> Any:
+        """The sync tables as they are (to undo a write Eden would roll back)."""
+        with self._lock:
+            return copy.deepcopy((self.repositories, self.tasks, self.scheduler, self.links,
+                                  self.log, self._ids))
+
+    def restore(self, saved: Any) -> None:
+        with self._lock:
+            (self.repositories, self.tasks, self.scheduler, self.links, self.log,
+             self._ids) = copy.deepcopy(saved)
 
     def write_log(self, repository_id: int, resource_name: str | None, mode: str | None,
                   action: str, result: str, remote: bool, message: str) -> None:

@@ -57,9 +57,10 @@ def _unavailable(exc: httpx.HTTPError) -> str:
     return f"Peer repository unavailable ({type(exc).__name__})"
 
 
-async def register(store: Store, registration: Registration) -> None:
+async def register(store: Store, registration: Registration) -> str | None:
     """Register this site at the peer (`POST {url}/sync/repository/register.json`), log
-    the outcome on the repository (no resource)."""
+    the outcome on the repository (no resource, the peer's message); returns the peer's
+    site uuid if its answer names it (`sender`)."""
     url = f"{registration.url.rstrip('/')}/sync/repository/register.json"
     body = {"uuid": store.site_uuid, "name": store.host, "apitype": "eden"}
     try:
@@ -68,13 +69,20 @@ async def register(store: Store, registration: Registration) -> None:
     except httpx.HTTPError as exc:
         store.write_log(registration.repository_id, None, PUSH, "request registration", ERROR,
                         True, _unavailable(exc))
-        return
+        return None
     if response.status_code >= 400:
         store.write_log(registration.repository_id, None, PUSH, "request registration", FATAL,
                         True, _peer_message(response.content, wrap_bytes=False))
-        return
+        return None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    answer = answer if isinstance(answer, dict) else {}
     store.write_log(registration.repository_id, None, PUSH, "request registration", SUCCESS,
-                    False, "Registration successful")
+                    False, str(answer.get("message") or "Registration successful"))
+    sender = answer.get("sender")
+    return str(sender) if sender else None
 
 
 async def run(store: Store, plan: RunPlan) -> None:

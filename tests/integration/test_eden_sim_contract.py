@@ -294,6 +294,93 @@ def test_deletes_are_soft_and_unknown_ids_are_404(a: Eden, b: Eden, name: str) -
     assert a.send("DELETE", f"sync/repository/{repository_id}.json").status_code == 404
 
 
+def test_a_name_matches_a_repository_even_a_deleted_one_and_is_not_unique(
+        a: Eden, b: Eden, name: str) -> None:
+    """Seen on Eden built here (S3Duplicate by name): a POST with the name of a
+    repository updates it, whatever the case, and brings a deleted one back."""
+    first = a.create_repository(name, b.sim)
+    answer = a.send("POST", "sync/repository.s3json", {"$_sync_repository": [
+        {"name": name.upper(), "proxy": "http://proxy.example"}]}).json()
+    assert answer == {"status": "success", "statuscode": "200", "records": 1,
+                      "updated": [first]}
+    assert a.send("DELETE", f"sync/repository/{first}.json").json()["message"] == \
+        "Repository configuration deleted"
+    again = a.send("POST", "sync/repository.s3json",
+                   {"$_sync_repository": [{"name": name}]}).json()
+    assert again["updated"] == [first] and "created" not in again
+    assert first in {r["id"] for r in a.get("sync/repository.json")}
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Eden, Eden]]:
+    """Two simulators of their own, with Eden's one-repository-per-peer rules (the
+    session's shared ones have them off)."""
+    from eden_sim import EdenSimulator
+    with EdenSimulator(email="admin@one.example", password="one-pw") as one, \
+            EdenSimulator(email="admin@two.example", password="two-pw") as two:
+        assert one.store.settings.one_repository_per_peer
+        yield Eden(one), Eden(two)
+
+
+def test_a_repository_url_is_unique(pair: tuple[Eden, Eden]) -> None:
+    """Seen on Eden built here: a second repository for the same peer URL is refused."""
+    one, two = pair
+    first = one.create_repository("first", two.sim)
+    body = one.send("POST", "sync/repository.s3json", {"$_sync_repository": [
+        {"name": "second", "url": two.sim.url}]}).json()
+    assert (body["status"], body["message"]) == ("failed", "Validation error")
+    assert "url: Value already in database or empty" in json.dumps(body["tree"])
+    one.send("DELETE", f"sync/repository/{first}.json")  # Eden clears a deleted one's url
+    assert one.send("POST", "sync/repository.s3json", {"$_sync_repository": [
+        {"name": "second", "url": two.sim.url}]}).json()["status"] == "success"
+
+
+def test_a_registration_names_the_peer_whose_uuid_the_repository_takes(
+        pair: tuple[Eden, Eden]) -> None:
+    """Seen on Eden built here: the registration answer has the peer's site uuid
+    (`sender`), which becomes the repository's uuid; the peer's passive repository has
+    this site's uuid and host; a later registration is an update."""
+    one, two = pair
+    repository_id = one.create_repository("to-two", two.sim)
+    assert one.repository(repository_id)["uuid"] == two.sim.store.site_uuid
+    host = one.sim.url.split("//")[1].split("/")[0]
+    (passive,) = two.get("sync/repository.json")
+    assert (passive["name"], passive["uuid"]) == (host, one.sim.store.site_uuid)
+    incoming = two.log(passive["id"])
+    assert [(r["resource_name"], r["mode"], r["action"], r["message"]) for r in incoming] \
+        == [("none", "register/incoming", "none", "Registration successful")]
+    one.send("PUT", f"sync/repository/{repository_id}.s3json",
+             {"$_sync_repository": [{"proxy": ""}]})
+    assert one.log(repository_id)[0]["message"] == "Registration update successful"
+
+
+def test_the_peers_registration_renames_its_repository_and_a_second_one_is_a_500(
+        pair: tuple[Eden, Eden]) -> None:
+    """Seen on Eden built here, with a pull set up on two (its repository for one) and
+    then a push on one: one's registration at two finds two's repository by uuid and
+    renames it after one's host; one's new repository then takes two's uuid, which its
+    passive repository for two already has: HTTP 500, nothing written on one. Taking
+    over the passive repository (named after two's host) works."""
+    one, two = pair
+    pulling = two.create_repository("two-pulls-from-one", one.sim)
+    one_host = one.sim.url.split("//")[1].split("/")[0]
+    two_host = two.sim.url.split("//")[1].split("/")[0]
+    (passive,) = one.get("sync/repository.json")
+    assert passive["name"] == two_host
+    response = one.send("POST", "sync/repository.s3json", {"$_sync_repository": [
+        {"name": "one-pushes-to-two", "url": two.sim.url, "username": two.sim.email,
+         "password": two.sim.password, "$_sync_task": [task(ORG, 2)]}]})
+    assert response.status_code == 500 and "Internal error" in response.text
+    assert one.get("sync/repository.json") == [passive], "rolled back"
+    assert two.repository(pulling)["name"] == one_host, "renamed by the registration"
+    answer = one.send("PUT", f"sync/repository/{passive['id']}.s3json", {
+        "$_sync_repository": [{"name": "one-pushes-to-two", "url": two.sim.url,
+                               "username": two.sim.email, "password": two.sim.password,
+                               "$_sync_task": [task(ORG, 2)]}]}).json()
+    assert answer["updated"] == [passive["id"]]
+    assert one.repository(passive["id"])["uuid"] == two.sim.store.site_uuid
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 def test_malformed_json_is_400_failed(a: Eden) -> None:
