@@ -208,3 +208,14 @@ def test_the_last_run_is_next_run_time_minus_period_where_job_json_omits_it() ->
     rows = [row(1, 5, ORG, "success", "Data imported successfully (2 records)")]
     seen = observe(rows, listed, continuous=False)
     assert (seen.phase, seen.progress.docs_written) == (COMPLETED, 2)
+
+
+def test_a_one_shot_the_scheduler_timed_out_says_so() -> None:
+    """A run web2py's scheduler ended (TIMEOUT after a hang: seen on Eden built from
+    master of 2024) is not a resource Eden skipped."""
+    hung = {"id": 7, "task_name": "dbops.repl:t/o:org_organisation", "period": 300,
+            "start_time": at(0), "next_run_time": at(302), "times_run": 0,
+            "times_failed": 1, "status": "TIMEOUT", "timeout": 600, "repeats": 1}
+    seen = observe([], hung, continuous=False)
+    assert (seen.phase, seen.reason) == (FAILED, "RunFailed")
+    assert "TIMEOUT" in seen.message and "600" in seen.message

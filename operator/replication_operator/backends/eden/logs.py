@@ -38,6 +38,7 @@ from replication_operator.backends.policies import (
 FAILURES = ("error", "fatal")
 _RECORDS = re.compile(r"\((\d+) records?\b")
 _IDLE = ("QUEUED", "COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED")
+_ENDED = ("COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED")
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -242,7 +243,7 @@ def observe_replication(*, resource: str, rows: Sequence[LogRow], job: Mapping[s
         result = current_outcome(rows, jobs, resource)
     else:
         start = last_run(job)
-        if start is None or (_times_run(job) == 0 and _status(job) != "COMPLETED"):
+        if start is None or (_times_run(job) == 0 and _status(job) not in _ENDED):
             seen.phase, seen.reason = PENDING, "Queued"
             seen.message = f"one-shot sync of {resource} waits for Eden's scheduler"
             return seen
@@ -278,6 +279,13 @@ def observe_replication(*, resource: str, rows: Sequence[LogRow], job: Mapping[s
         next_run = iso(parse_time(job.get("next_run_time")))
         seen.message = f"waiting for the first sync of {resource}" + \
             (f" (next run {next_run})" if next_run else "")
+    elif _status(job) in ("TIMEOUT", "FAILED", "STOPPED", "EXPIRED"):
+        # the scheduler's own verdict: e.g. a run that hung until its timeout (seen on
+        # Eden built here: web2py's forked task process stuck opening sqlite)
+        seen.phase, seen.reason = FAILED, "RunFailed"
+        seen.message = (f"Eden's scheduler ended the one-shot run with status "
+                        f"{_status(job)} (timeout {job.get('timeout')} s) before any "
+                        f"sync_log row for {resource}")
     else:
         seen.phase, seen.reason = FAILED, "NotSynced"
         seen.message = (f"the one-shot run finished without syncing {resource} (no sync_log "
