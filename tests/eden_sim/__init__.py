@@ -8,7 +8,7 @@ tests/integration/test_eden_sim_contract.py that fails on a simulator without it
 
 Run it by hand (from the repository root; never prints the password)::
 
-    EDEN_SIM_PASSWORD=secret .venv/bin/python -m tests.eden_sim --port 8790 \\
+    EDEN_SIM_PASSWORD=secret PYTHONPATH=tests .venv/bin/python -m eden_sim --port 8790 \\
         --user admin@example.com [--max-period 5] [--seed-organisation Acme]
     # -> eden-sim listening on http://127.0.0.1:8790/eden (user admin@example.com)
     curl -u admin@example.com:secret http://127.0.0.1:8790/eden/sync/repository.json

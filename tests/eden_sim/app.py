@@ -20,8 +20,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from simkit.faults import RequestRecord
+
 from . import s3json, s3xml, sync
-from .faults import RequestRecord
 from .store import EdenError, Store, User, failed
 from .times import iso, parse_msince
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from simkit.faults import Faults, RequestLog
+
 from . import s3json
-from .faults import Faults, RequestLog
 from .s3xml import XmlRecord
 from .times import fmt, iso
 from .times import now as clock_now

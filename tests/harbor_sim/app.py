@@ -22,6 +22,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from simkit.faults import RequestRecord
+
 from . import query, views
 from .errors import (
     CODE_BY_STATUS,
@@ -33,7 +35,6 @@ from .errors import (
     precondition,
     unauthorized,
 )
-from .faults import RequestRecord
 from .store import REGISTRY_TYPES, Project, Registry, Robot, Store, validate_http_url
 
 API = "/api/v2.0"
