@@ -26,44 +26,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-sys.path.insert(0, str(ROOT / "dev"))
-
-from e2e_support import (  # noqa: E402
-    Kube,
-    OperatorProcess,
-    crd_paths,
-    database_server,
-    replication,
-    secret,
-)
+from common import Checks, start_operator, status, until
+from e2e_support import database_server, replication, secret
 
 RUN = "replication.dbops.dev/run-requested"
 ORG, OFFICE_TYPE, SECTOR = "org_organisation", "org_office_type", "org_sector"
 ORG_TYPE, FACILITY_TYPE, REGION = "org_organisation_type", "org_facility_type", "org_region"
-
-
-class Cluster:
-    """kubectl against $KUBECONFIG (the dev stack's when sourced from .dev/env)."""
-
-    def __init__(self) -> None:
-        self.env = dict(os.environ)
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
-        import subprocess
-        result = subprocess.run(["kubectl", *args], input=input, capture_output=True,
-                                text=True, env=self.env, timeout=120)
-        if check and result.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-        return result
 
 
 class Eden:
@@ -99,36 +71,6 @@ class Eden:
         return list(self.http.get(f"sync/repository/{repository_id}/job.json").json())
 
 
-def until(what: str, probe: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(2.0)  # poll interval of the deadline loop above
-    raise AssertionError(f"timed out after {timeout:.0f}s: {what} (last: {last!r})")
-
-
-class Checks:
-    def __init__(self) -> None:
-        self.failed: list[str] = []
-
-    def run(self, name: str, fn: Any) -> None:
-        started = time.monotonic()
-        try:
-            detail = fn()
-            took = time.monotonic() - started
-            print(f"PASS {name} ({took:.1f}s){f': {detail}' if detail else ''}", flush=True)
-        except Exception as exc:  # a failed check is reported, the others still run
-            self.failed.append(name)
-            print(f"FAIL {name} ({time.monotonic() - started:.1f}s): {exc}", flush=True)
-
-
-def status(kube: Kube, kind: str, name: str) -> dict[str, Any]:
-    return dict((kube.get(kind, name) or {}).get("status") or {})
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--namespace", default="accept-eden")
@@ -139,18 +81,7 @@ def main() -> int:
     a, b = Eden(a_url, user, password), Eden(b_url, user, password)
     ns = args.namespace
     stamp = time.strftime("%H%M%S")
-    cluster = Cluster()
-    for path in crd_paths():  # the project's CRDs, as tests/e2e installs them
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    *[f"crd/{kind}.replication.dbops.dev" for kind in
-                      ("databaseservers", "replications", "replicationpolicies", "tokens")])
-    cluster.kubectl("create", "namespace", ns, check=False)
-    kube = Kube(cluster, ns)
-    log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"acceptance-{ns}"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(cluster, log_dir, resync=5.0, scope=["--namespace", ns])
-    operator.start()
+    _, kube, operator = start_operator(ns)
     checks = Checks()
     made: dict[str, Any] = {}
     try:
@@ -299,13 +230,8 @@ def main() -> int:
             checks.run(name, fn)
     finally:
         operator.stop()
-        leaked = password in operator.log_text()
-        print(f"{'FAIL' if leaked else 'PASS'} no password in the operator log "
-              f"({operator.log_path})")
-        if leaked:
-            checks.failed.append("password in log")
-    print(f"{len(checks.failed)} failed: {checks.failed}" if checks.failed else "all passed")
-    return 1 if checks.failed else 0
+        checks.no_secret_in_log(operator, (password,))
+    return checks.summary()
 
 
 if __name__ == "__main__":
