@@ -5,7 +5,6 @@ background tick is the scheduler worker: due jobs run while the app is served.""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -20,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from simkit.auth import basic_credentials
 from simkit.faults import RequestRecord
 
 from . import s3json, s3xml, sync
@@ -35,18 +35,6 @@ INVALID_SOURCE = failed(400, "Invalid source")
 INTERNAL_ERROR = ("<html><body><h1>Internal error</h1>Ticket issued: <a href=\"/admin/default/"
                   "ticket/eden/eden-sim\" target=\"_blank\">eden/eden-sim</a></body></html>")
 _SEGMENT = re.compile(r"^(?P<name>[^.]*)(?:\.(?P<ext>[a-z0-9]+))?$")
-
-
-def basic_credentials(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic" or not encoded:
-        return None
-    try:
-        username, sep, password = base64.b64decode(encoded.strip()).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return (username, password) if sep else None
 
 
 @dataclass
