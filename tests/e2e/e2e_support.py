@@ -141,7 +141,12 @@ class OperatorProcess:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise AssertionError(f"operator still running 30 s after signal {sig}:\n"
+                                     f"{self.log_tail(120)}") from None
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)

@@ -383,7 +383,9 @@ def test_policy_to_a_plain_registry(harbor_env: tuple[Kube, HarborAdmin, HarborA
     a.sim.store.get_registry(entry["id"]).url = "http://127.0.0.1:9"
     wait_for(lambda: a.sim.store.get_registry(entry["id"]).url == registry.url, timeout=30,
              what="the registry URL put back")
-    assert "url" in kube.wait_event("to-mirror", "RegistryUpdated")["message"]
+    # the registry's creation was a RegistryUpdated Event too: find the one naming the URL
+    wait_for(lambda: any(e["reason"] == "RegistryUpdated" and "url" in e["message"]
+                         for e in kube.events("to-mirror")), what="RegistryUpdated naming url")
 
     # a wrong credential in the Secret: Harbor refuses it, the status names the Secret
     kube.apply(secret("mirror-creds", username=registry.username, password="not-it"))
