@@ -97,3 +97,36 @@ async def test_a_write_during_a_fetch_is_not_hidden_by_it() -> None:
     assert await before == 0
     assert await after == 1, "an asker after the write got the list from before it"
     assert await snap.get(max_age=10) == 1, "the older answer was stored as fresh"
+
+
+async def test_update_applies_a_change_and_keeps_the_age() -> None:
+    clock = Clock()
+    counter = iter(range(100))
+
+    async def fetch() -> list[int]:
+        return [next(counter)]
+
+    snap: Snapshot[list[int]] = Snapshot(fetch, clock=clock)
+    assert snap.update(lambda v: [*v, 99]) is False  # nothing stored yet
+    assert await snap.get(max_age=30) == [0]
+    clock.now = 10
+    assert snap.update(lambda v: [*v, 99]) is True
+    assert await snap.get(max_age=30) == [0, 99]  # no fetch: the change is in the value
+    clock.now = 31
+    assert await snap.get(max_age=30) == [1]  # the list is due as before the change
+
+
+async def test_a_fetch_begun_before_an_update_is_not_stored() -> None:
+    gate = asyncio.Event()
+
+    async def fetch() -> list[str]:
+        await gate.wait()
+        return ["old"]
+
+    snap: Snapshot[list[str]] = Snapshot(fetch)
+    first = asyncio.ensure_future(snap.get(max_age=30))
+    await asyncio.sleep(0)
+    snap.update(lambda v: [*v, "new"])  # nothing stored: only the generation moves
+    gate.set()
+    assert await first == ["old"]
+    assert snap.value is None  # the fetch may predate the change: not kept

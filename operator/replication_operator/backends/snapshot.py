@@ -35,6 +35,22 @@ class Snapshot(Generic[T]):
         self._taken_at = float("-inf")
         self._generation += 1
 
+    @property
+    def value(self) -> T | None:
+        """The stored answer, whatever its age (None before the first fetch)."""
+        return self._value
+
+    def update(self, change: Callable[[T], T]) -> bool:
+        """Apply what a change feed announced to the stored answer, keeping its age (the
+        next list is still due when it would have been). A fetch begun before is neither
+        stored nor joined afterwards: it may not show the change. False when nothing is
+        stored yet (the next ask fetches, and sees the change)."""
+        self._generation += 1
+        if self._value is None:
+            return False
+        self._value = change(self._value)
+        return True
+
     async def get(self, max_age: float) -> T:
         if self._value is not None and self._clock() - self._taken_at <= max_age:
             return self._value

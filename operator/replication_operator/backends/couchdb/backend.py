@@ -3,13 +3,16 @@
 State comes from `_scheduler/docs/_replicator` where the server has a scheduler
 (CouchDB 2.1+, Cloudant), else from the `_replication_*` fields the server writes into
 each doc (CouchDB 1.x style, PouchDB Server). Both are listed once per server and
-shared by every Replication on it (see `Snapshot`).
+shared by every Replication on it (see `Snapshot`); between two lists, `follow_jobs`
+keeps that state current from the `_replicator` change feed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +23,7 @@ from replication_operator.backends.base import (
     ServerInfo,
     dotted_name,
 )
-from replication_operator.backends.couchdb import dbupdates, docs
+from replication_operator.backends.couchdb import changes, dbupdates, docs
 from replication_operator.backends.couchdb.selector import selector_to_js
 from replication_operator.backends.couchdb.tokens import CouchDBTokens
 from replication_operator.backends.snapshot import Snapshot
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 REPLICATOR = "_replicator"
 PAGE = 1000
+FEED_HEARTBEAT = 10.0  # seconds between the empty lines a quiet feed sends
 
 ConnectionFor = Callable[[ServerSettings], ServerConnection]
 
@@ -66,6 +70,14 @@ class ReplicatorState:
 
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     scheduler: dict[str, dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class JobChanges:
+    """A batch of the `_replicator` feed, already applied to the stored state."""
+
+    jobs: frozenset[str]  # ids of the docs that changed
+    seq: str  # where the feed goes on from
 
 
 class CouchDBBackend:
@@ -144,6 +156,78 @@ class CouchDBBackend:
 
     def invalidate(self) -> None:
         self._state.invalidate()
+
+    # -- change feed ----------------------------------------------------------
+
+    async def follow_jobs(self, since: str = "now") -> AsyncGenerator[JobChanges, None]:
+        """Follow `_replicator/_changes` from `since` until the server ends the feed, or
+        it breaks (TransientBackendError); the caller reconnects from the last seq.
+
+        Each batch of changed docs (whatever arrived while the previous one was being
+        applied) is applied to the stored state before it is yielded, so a Replication
+        woken for it observes it without a request: the docs come with the feed, and
+        a server with a scheduler gets one `_scheduler/docs` read per batch (job states
+        live there). The first batch is empty and says the feed is open; from "now",
+        the stored state is dropped then, so the next list holds everything before."""
+        await self._info()
+        heartbeat = max(1.0, min(FEED_HEARTBEAT, self.conn.settings.timeout / 3))
+        params = {"feed": "continuous", "since": since, "include_docs": "true",
+                  "heartbeat": int(heartbeat * 1000)}
+        async with self.conn.stream_lines(f"/{REPLICATOR}/_changes", params=params,
+                                          read_timeout=3 * heartbeat) as lines:
+            if since == "now":
+                self._state.invalidate()
+            yield JobChanges(frozenset(), since)
+            queue: asyncio.Queue[changes.Change | changes.FeedEnd | BaseException] = \
+                asyncio.Queue()
+
+            async def read() -> None:
+                try:
+                    async for line in lines:
+                        item = changes.parse_line(line)
+                        if item is not None:
+                            queue.put_nowait(item)
+                    queue.put_nowait(changes.FeedEnd(since))
+                except Exception as exc:  # handed to the consumer, which raises it
+                    queue.put_nowait(exc)
+
+            reader = asyncio.ensure_future(read())
+            try:
+                ended = False
+                while not ended:
+                    batch: list[changes.Change] = []
+                    item = await queue.get()
+                    while True:
+                        if isinstance(item, BaseException):
+                            raise item
+                        if isinstance(item, changes.FeedEnd):
+                            ended = True
+                            break
+                        batch.append(item)
+                        if queue.empty():
+                            break
+                        item = queue.get_nowait()
+                    if batch:
+                        await self._apply_changes(batch)
+                        since = batch[-1].seq
+                        yield JobChanges(frozenset(c.id for c in batch), since)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+
+    async def _apply_changes(self, batch: list[changes.Change]) -> None:
+        if not changes.complete(batch):  # a server that sent no docs: list again
+            self._state.invalidate()
+            return
+        scheduler = await self._scheduler_docs() if self._mango() else None
+
+        def applied(state: ReplicatorState) -> ReplicatorState:
+            return ReplicatorState(docs=changes.apply(state.docs, batch),
+                                   scheduler=scheduler if scheduler is not None
+                                   else state.scheduler)
+
+        self._state.update(applied)
 
     # -- changes ------------------------------------------------------------
 
