@@ -539,7 +539,10 @@ class EdenBackend:
                     first_run=first_run)
 
     async def observe_policy(self, request: PolicyRequest, *, max_age: float,
-                             follow: Collection[int] = ()) -> PolicyObservation:
+                             follow: Collection[int] = (),
+                             executions_max_age: float | None = None) -> PolicyObservation:
+        """`executions_max_age` is not honoured: Eden's runs come from the sync log,
+        read with everything else once per resync."""
         plan = self._policy_plan(request)
         self._last[plan.key] = plan
         self._claim_credentials(plan)
