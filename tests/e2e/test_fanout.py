@@ -241,8 +241,8 @@ def test_scheduled_reductstore_policy_backs_up_buckets_and_records_its_runs(
     assert databases_of(items) == set(buckets)
     # between runs the replications are paused (they queue what is written)
     wait_for(lambda: all(r.get("mode") == "paused" for n, r in a.replications().items()
-                         if n.startswith(f"{kube.ns}.backup-")) and len(
-        [n for n in a.replications() if n.startswith(f"{kube.ns}.backup-")]) == 2,
+                         if n.startswith(f"{kube.ns}__backup-")) and len(
+        [n for n in a.replications() if n.startswith(f"{kube.ns}__backup-")]) == 2,
         what="paused replications on reduct-a")
     stamps = {bucket: a.write(bucket, "temp", b"21.5") for bucket in buckets}
 
@@ -258,7 +258,7 @@ def test_scheduled_reductstore_policy_backs_up_buckets_and_records_its_runs(
         wait_for(lambda bucket=bucket, ts=ts: b.read(f"bk-{bucket}", "temp", ts) == b"21.5",
                  what=f"record of {bucket} backed up")
     wait_for(lambda: all(r.get("mode") == "paused" for n, r in a.replications().items()
-                         if n.startswith(f"{kube.ns}.backup-")), what="paused after the run")
+                         if n.startswith(f"{kube.ns}__backup-")), what="paused after the run")
     kube.wait_event("backup", "ExecutionSucceeded")
     # a second run, recorded newest first
     later = {bucket: a.write(bucket, "temp", b"22.0") for bucket in buckets}
@@ -272,7 +272,7 @@ def test_scheduled_reductstore_policy_backs_up_buckets_and_records_its_runs(
 
     kube.delete(POLICY, "backup")
     wait_for(lambda: kube.get(POLICY, "backup") is None, timeout=90, what="policy gone")
-    assert not [n for n in a.replications() if n.startswith(f"{kube.ns}.backup-")]
+    assert not [n for n in a.replications() if n.startswith(f"{kube.ns}__backup-")]
 
 
 def test_couchdb_policy_runs_on_request_as_one_shot_jobs(

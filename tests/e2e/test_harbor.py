@@ -180,9 +180,12 @@ def test_run_on_demand_history_and_failures(
 
     a.control("POST", "fail", {"pattern": "library/redis"})
     kube.annotate("replicationpolicy", "runs", f"{RUN}=2")
+    # polled every few seconds while it runs, the execution may first show with its tasks
+    # ended (tasksFinished) and Harbor not closed yet: wait for the close
     failed = wait_for(lambda: (status(kube, "runs").get("lastExecution") or {})
-                      .get("failedTasks") and status(kube, "runs")["lastExecution"],
-                      timeout=60, what="the failing run with its failed task")
+                      .get("failedTasks") and status(kube, "runs")["lastExecution"]
+                      .get("status") == "Failed" and status(kube, "runs")["lastExecution"],
+                      timeout=60, what="the failing run closed, with its failed task")
     assert failed["status"] == "Failed" and failed["failed"] == 1 and failed["succeeded"] == 1
     assert "library/redis" in failed["failedTasks"][0]["source"]
     assert failed["failedTasks"][0]["message"]
@@ -381,7 +384,9 @@ def test_policy_to_a_plain_registry(harbor_env: tuple[Kube, HarborAdmin, HarborA
     a.sim.store.get_registry(entry["id"]).url = "http://127.0.0.1:9"
     wait_for(lambda: a.sim.store.get_registry(entry["id"]).url == registry.url, timeout=30,
              what="the registry URL put back")
-    assert "url" in kube.wait_event("to-mirror", "RegistryUpdated")["message"]
+    # the registry's creation was a RegistryUpdated Event too: find the one naming the URL
+    wait_for(lambda: any(e["reason"] == "RegistryUpdated" and "url" in e["message"]
+                         for e in kube.events("to-mirror")), what="RegistryUpdated naming url")
 
     # a wrong credential in the Secret: Harbor refuses it, the status names the Secret
     kube.apply(secret("mirror-creds", username=registry.username, password="not-it"))
