@@ -150,3 +150,22 @@ async def test_the_feed_breaks_with_the_server_and_a_reconnect_misses_nothing(
     finally:
         await again.stop()
         await backend.delete(other.external_name, None)
+
+
+async def test_the_operators_own_writes_need_no_list_to_be_seen(env: Any) -> None:
+    """Create, update (PouchDB: delete and re-create) and delete go into the stored state
+    from the server's answers: observing after each lists nothing."""
+    backend, _, request = env
+    assert not (await backend.observe(request, max_age=0)).exists  # one list
+    lists = backend._state.fetches
+    await backend.create(request)
+    seen = await backend.observe(request, max_age=3600)
+    assert seen.exists and seen.owner == "test/feed" and seen.up_to_date
+    changed = dataclasses.replace(request, run_id="run-2")
+    seen = await backend.observe(changed, max_age=3600)
+    assert seen.differences == ["dbops_run"]
+    await backend.update(changed, seen)
+    assert (await backend.observe(changed, max_age=3600)).up_to_date
+    await backend.delete(request.external_name, await backend.observe(changed, max_age=3600))
+    assert not (await backend.observe(changed, max_age=3600)).exists
+    assert backend._state.fetches == lists

@@ -116,17 +116,23 @@ async def test_update_applies_a_change_and_keeps_the_age() -> None:
     assert await snap.get(max_age=30) == [1]  # the list is due as before the change
 
 
-async def test_a_fetch_begun_before_an_update_is_not_stored() -> None:
-    gate = asyncio.Event()
+async def test_a_fetch_in_flight_gets_the_changes_made_meanwhile() -> None:
+    gate, begun = asyncio.Event(), asyncio.Event()
+    answers = iter([["listed"], ["listed-2"]])
 
     async def fetch() -> list[str]:
+        begun.set()
         await gate.wait()
-        return ["old"]
+        return next(answers)
 
     snap: Snapshot[list[str]] = Snapshot(fetch)
     first = asyncio.ensure_future(snap.get(max_age=30))
-    await asyncio.sleep(0)
-    snap.update(lambda v: [*v, "new"])  # nothing stored: only the generation moves
+    await begun.wait()
+    assert snap.update(lambda v: [*v, "new"]) is False  # nothing stored: only recorded
     gate.set()
-    assert await first == ["old"]
-    assert snap.value is None  # the fetch may predate the change: not kept
+    assert await first == ["listed", "new"]  # the fetch may predate the change
+    assert snap.value == ["listed", "new"]
+    snap.update(lambda v: [*v, "later"])  # no fetch in flight: the stored value only
+    assert snap.value == ["listed", "new", "later"]
+    snap.invalidate()
+    assert await snap.get(max_age=30) == ["listed-2"]  # the log went with its fetch

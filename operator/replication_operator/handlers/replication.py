@@ -222,7 +222,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
                     f"holds)" if replaced_by else ""))
                 feeds.track(uid, ns, job_server, resolved.entry.backend,
                             (ext, request.retiring))
-                seen = await driver.observe(request, max_age=0)
+                # the server after the write: listed again, unless the backend has put
+                # its write into the stored state (a list per write would make N new
+                # Replications read N lists of up to N jobs)
+                seen = await driver.observe(request, max_age=max_age if
+                                            driver.writes_through else 0)
             elif action.reason:  # adopted as it is: nothing to write
                 events.normal(body, action.reason, action.message)
             retiring = request.retiring

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +72,29 @@ class ReplicatorState:
 
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     scheduler: dict[str, dict[str, Any]] | None = None
+    scheduler_at: float = float("-inf")  # when the scheduler read began (monotonic)
+
+    def with_docs(self, batch: list[changes.Change]) -> ReplicatorState:
+        """This state with changed docs applied (older ones skipped: see changes.apply)."""
+        return dataclasses.replace(self, docs=changes.apply(self.docs, batch))
+
+    def with_scheduler(self, scheduler: dict[str, dict[str, Any]], at: float
+                       ) -> ReplicatorState:
+        """This state with a scheduler read, unless the one it has began later."""
+        if at < self.scheduler_at:
+            return self
+        return dataclasses.replace(self, scheduler=scheduler, scheduler_at=at)
+
+    def written(self, change: changes.Change, at: float) -> ReplicatorState:
+        """This state with a doc the operator just wrote: the doc as written, and no
+        scheduler entry for it until a scheduler read after the write (the entry read
+        before may describe the job as it was, e.g. the previous run completed)."""
+        state = self.with_docs([change])
+        if state.scheduler is not None and change.id in state.scheduler and \
+                self.scheduler_at < at:
+            scheduler = {k: v for k, v in state.scheduler.items() if k != change.id}
+            state = dataclasses.replace(state, scheduler=scheduler)
+        return state
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,7 @@ class JobChanges:
 
 class CouchDBBackend:
     suspend_deletes = True  # a CouchDB job cannot be paused: suspend removes the doc
+    writes_through = True  # its writes update the stored state (see _written)
 
     def __init__(self, conn: ServerConnection, connection_for: ConnectionFor) -> None:
         self.conn = conn
@@ -118,7 +144,8 @@ class CouchDBBackend:
         info = await self._info()
         state = ReplicatorState(docs=await self._all_docs())
         if has_scheduler(info):
-            state.scheduler = await self._scheduler_docs()
+            at = time.monotonic()
+            state = state.with_scheduler(await self._scheduler_docs(), at)
         return state
 
     async def _all_docs(self) -> dict[str, dict[str, Any]]:
@@ -220,14 +247,27 @@ class CouchDBBackend:
         if not changes.complete(batch):  # a server that sent no docs: list again
             self._state.invalidate()
             return
+        at = time.monotonic()
         scheduler = await self._scheduler_docs() if self._mango() else None
 
         def applied(state: ReplicatorState) -> ReplicatorState:
-            return ReplicatorState(docs=changes.apply(state.docs, batch),
-                                   scheduler=scheduler if scheduler is not None
-                                   else state.scheduler)
+            state = state.with_docs(batch)
+            return state if scheduler is None else state.with_scheduler(scheduler, at)
 
         self._state.update(applied)
+
+    def _written(self, doc_id: str, answer: Any, body: dict[str, Any] | None) -> None:
+        """Apply the server's answer to a write of ours (`body` None: a deletion) to the
+        stored state. Dropping the state instead would make the next observation list
+        every job again: one list per write, N lists of N jobs for N new Replications."""
+        rev = str((answer if isinstance(answer, dict) else {}).get("rev") or "")
+        if not rev:
+            self._state.invalidate()
+            return
+        change = changes.Change(doc_id, "", None if body is None else
+                                {**body, "_id": doc_id, "_rev": rev}, body is None, rev)
+        at = time.monotonic()
+        self._state.update(lambda state: state.written(change, at))
 
     # -- changes ------------------------------------------------------------
 
@@ -252,9 +292,12 @@ class CouchDBBackend:
         await self._ensure_selector_filter(request)
         body = docs.new_doc(request, mango=self._mango())
         try:
-            await self.conn.request("PUT", self._doc_path(request.external_name), json=body)
-        finally:
-            self.invalidate()
+            response = await self.conn.request("PUT", self._doc_path(request.external_name),
+                                               json=body)
+        except BaseException:
+            self.invalidate()  # written or not: the next observation lists
+            raise
+        self._written(request.external_name, response.json(), body)
 
     async def update(self, request: ReplicationRequest, seen: Observation) -> None:
         await self._ensure_selector_filter(request)
@@ -265,10 +308,14 @@ class CouchDBBackend:
             if response.status_code == 403:
                 # PouchDB Server refuses edits of a running job: replace it instead.
                 await self.delete(request.external_name, seen)
-                await self.conn.request("PUT", self._doc_path(request.external_name),
-                                        json=docs.new_doc(request, mango=self._mango()))
-        finally:
+                body = docs.new_doc(request, mango=self._mango())
+                response = await self.conn.request(
+                    "PUT", self._doc_path(request.external_name), json=body)
+        except BaseException:
             self.invalidate()
+            raise
+        self._written(request.external_name, response.json(),
+                      {k: v for k, v in body.items() if k != "_rev"})
 
     async def delete(self, external_name: str, seen: Observation | None) -> None:
         path = self._doc_path(external_name)
@@ -278,18 +325,23 @@ class CouchDBBackend:
                 if rev is None:
                     current = await self.conn.request("GET", path, allow=(404,))
                     if current.status_code == 404:
+                        self.invalidate()
                         return
                     rev = current.json().get("_rev")
                 try:
-                    await self.conn.request("DELETE", path, params={"rev": rev})
-                    return
+                    response = await self.conn.request("DELETE", path, params={"rev": rev})
                 except NotFoundError:
+                    self.invalidate()
                     return
                 except ConflictError:
                     rev = None  # changed meanwhile (the replicator writes state): re-read
+                    continue
+                self._written(external_name, response.json(), None)
+                return
             raise ConflictError(f"{external_name}: the doc kept changing during deletion")
-        finally:
+        except BaseException:
             self.invalidate()
+            raise
 
     # -- databases (ReplicationPolicy fan-out) --------------------------------
 

@@ -111,6 +111,7 @@ class Plan:
 
 class EdenBackend:
     suspend_deletes = False  # a job can be disabled
+    writes_through = False  # a write drops the stored state: the next look lists
 
     def __init__(self, conn: ServerConnection, connection_for: ConnectionFor) -> None:
         self.conn = conn

@@ -66,6 +66,7 @@ def registry_status(remote: Remote, registry_id: int, name: str | None = None
 
 class HarborBackend:
     suspend_deletes = False
+    writes_through = False  # a write drops the stored state: the next look lists
 
     def __init__(self, conn: ServerConnection,
                  connection_for: Callable[[ServerSettings], ServerConnection]) -> None:
