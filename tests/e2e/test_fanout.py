@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from e2e_support import (
     Couch,
     Kube,
     OperatorProcess,
-    database_server,
+    Reduct,
     replication,
-    secret,
     wait_for,
 )
-from test_reductstore import Reduct
 
 POLICY = "replicationpolicy"
 LABEL = "replication.dbops.dev/policy"
@@ -207,22 +203,6 @@ def test_a_name_taken_by_another_replication_is_reported_not_taken_over(
     hand = kube.get("replication", name) or {}
     assert hand["spec"]["target"]["database"] == "handmade"
     assert not hand["metadata"].get("ownerReferences")
-
-
-@pytest.fixture
-def reduct_env(cluster: Any, operator: OperatorProcess, namespace: str, reduct_a: Any,
-               reduct_b: Any, secret_values: set[str]) -> Iterator[tuple[Kube, Reduct, Reduct]]:
-    kube = Kube(cluster, namespace)
-    secret_values.update({reduct_a.token, reduct_b.token})
-    kube.apply(secret("reduct-a-admin", token=reduct_a.token),
-               secret("reduct-b-admin", token=reduct_b.token),
-               database_server("reduct-a", reduct_a.url, "reductstore", "reduct-a-admin",
-                               "bearer"),
-               database_server("reduct-b", reduct_b.url, "reductstore", "reduct-b-admin",
-                               "bearer"))
-    for name in ("reduct-a", "reduct-b"):
-        kube.wait_condition("databaseserver", name)
-    yield kube, Reduct(reduct_a), Reduct(reduct_b)
 
 
 def test_scheduled_reductstore_policy_backs_up_buckets_and_records_its_runs(
