@@ -363,12 +363,20 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
         if await fanout.handles(body):
             await fanout.delete(body, patch, retry=retry, runtime=runtime)
             return
+        uid = body.metadata.uid or ""
+        # kopf cancels the daemon, not a look it began (pacing.keep_up lets that finish):
+        # wait for it, or its create could land after the policy is removed here
+        async with ctx.lock(uid):
+            await delete_policy(body, patch, retry=retry, runtime=runtime, uid=uid)
+
+    async def delete_policy(body: kopf.Body, patch: kopf.Patch, *, retry: int,
+                            runtime: Any, uid: str) -> None:
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         ext = str((body.get("status") or {}).get("externalName") or
                   spec.get("externalName") or "")
         what = f"policy {ext or policy_name(ns, name)}"
         ctx.tally.drop(KIND, f"{ns}/{name}")
-        ctx.release(body.metadata.uid or "")
+        ctx.release(uid)
 
         async def remove() -> str:
             entry = await ctx.servers.get(ns, holder_of(spec))

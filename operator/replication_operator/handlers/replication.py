@@ -319,11 +319,19 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
                       **_: Any) -> None:
+        uid = body.metadata.uid or ""
+        # kopf cancels the daemon, not a look it began (pacing.keep_up lets that finish):
+        # wait for it, or its create could land after the job is removed here
+        async with ctx.lock(uid):
+            await delete_job(body, patch, retry=retry, runtime=runtime, uid=uid)
+
+    async def delete_job(body: kopf.Body, patch: kopf.Patch, *, retry: int, runtime: Any,
+                         uid: str) -> None:
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         status = dict(body.get("status") or {})
         ctx.tally.drop(KIND, f"{ns}/{name}")
-        ctx.release(body.metadata.uid or "")
-        feeds.untrack(body.metadata.uid or "")
+        ctx.release(uid)
+        feeds.untrack(uid)
 
         async def remove() -> str:
             resolved = await resolve(ctx, ns, name, spec, status)
