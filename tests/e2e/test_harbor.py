@@ -101,8 +101,9 @@ def harbor_env(cluster: Any, operator: OperatorProcess, namespace: str, harbor_a
     for name in ("harbor-a", "harbor-b"):
         kube.wait_condition("databaseserver", name)
     yield kube, a, b
-    for admin in (a, b):
-        admin.control("DELETE", "faults")
+    for admin in (a, b):  # the simulators outlive the test: leave no injected failure
+        for injected in ("faults", "fail", "unreachable", "stuck"):
+            admin.control("DELETE", injected)
 
 
 def test_policy_created_kept_quiet_and_drift_put_back(
