@@ -27,6 +27,7 @@ WATCH_AFTER_CHANGE = 5  # resyncs that read the detail after a create or update
 
 class ReductStoreBackend:
     suspend_deletes = False  # mode "paused" keeps the queue without sending
+    writes_through = False  # a write drops the stored state: the next look lists
 
     def __init__(self, conn: ServerConnection,
                  connection_for: Callable[[ServerSettings], ServerConnection]) -> None:
