@@ -21,7 +21,9 @@ from argocd_lua import health
 
 def test_no_secret_value_in_operator_logs_events_or_status(
         cluster: Any, operator: OperatorProcess, secret_values: set[str]) -> None:
-    assert len(secret_values) >= 4, "the run registered too few secrets to look for"
+    # each session of dev/test-suite runs this over its own tests: at least the servers'
+    # credentials (the pouchdb-servers of one session share theirs)
+    assert secret_values, "the run registered no secret to look for"
     events = cluster.kubectl("get", "events", "-A", "-o", "json").stdout
     resources = cluster.kubectl("get", "dbops", "-A", "-o", "json").stdout
     haystacks = {"operator log": operator.log_text(), "events": events,
