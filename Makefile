@@ -31,6 +31,7 @@ lint: $(PY)
 	MYPYPATH=dev $(VENV)/bin/mypy --strict dev/harness.py tests/conftest.py
 	$(VENV)/bin/mypy --strict --ignore-missing-imports tests/harbor_sim
 	$(VENV)/bin/mypy --strict --ignore-missing-imports tests/eden_sim
+	$(VENV)/bin/mypy --strict tests/fault_proxy.py
 
 unit: $(PY)
 	$(VENV)/bin/pytest -q tests/unit
