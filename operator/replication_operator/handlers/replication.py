@@ -259,7 +259,13 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
 
         async def remove() -> str:
             resolved = await resolve(ctx, ns, name, spec, status)
-            for job in (resolved.request.external_name, resolved.request.retiring):
+            jobs = [resolved.request.external_name, resolved.request.retiring]
+            replacement = getattr(resolved.driver, "replacement_name", None)
+            if replacement is not None and not resolved.request.adopted:
+                # a swap (ReductStore) cut short between creating the replacement and
+                # writing the status that names it: the replacement is ours all the same
+                jobs.append(replacement(resolved.request))
+            for job in dict.fromkeys(jobs):
                 if job:
                     await resolved.driver.delete(job, None)
             return ""
