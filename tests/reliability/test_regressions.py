@@ -7,8 +7,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 from e2e_support import Kube, wait_for
 from rel_support import (
+    CouchAdmin,
     ReductAdmin,
     Servers,
     inventory,
@@ -16,6 +18,7 @@ from rel_support import (
     objects,
     operator,
     prepare_servers,
+    secret_data,
     server_manifests,
 )
 
@@ -54,3 +57,35 @@ def test_deleting_a_replication_removes_a_replacement_its_status_never_named(
     finally:
         proc.stop()
 
+
+def test_tokens_granting_one_couchdb_database_at_once_all_become_members(
+        cluster: Any, rel_kube: Kube, servers: Servers, tmp_path: Path) -> None:
+    """CouchDB's `_security` has no revision: Tokens granting the same database at the
+    same moment each read the member list, added themselves and wrote it back, undoing
+    each other. Their users could not read the database until a later resync noticed
+    (and PouchDB Server gives up for good on a job refused meanwhile: seen in the kill
+    -9 loop as Replications stuck on "You are not authorized to access this db"). The
+    resync is slow here, so nothing repairs the damage before it is looked at."""
+    kube = rel_kube
+    couch_b = CouchAdmin(servers.couch_b)
+    db = f"rel-{kube.ns}-members"
+    couch_b.ensure_db(db)
+    kube.apply(*server_manifests(servers, only={"couch-b"}))
+    proc = operator(cluster, tmp_path, kube.ns, resync=600)
+    proc.start()
+    try:
+        tokens = [f"reader-{i}" for i in range(8)]
+        kube.apply(*(manifest("Token", name, {"server": "couch-b", "permissions": {
+            "read": [db], "write": [db]}}) for name in tokens))
+        for name in tokens:
+            kube.wait_condition("token", name, timeout=120)
+        security = couch_b.http.get(f"/{db}/_security").json()
+        members = set(security.get("members", {}).get("names", []))
+        missing = [n for n in tokens if f"{kube.ns}.{n}" not in members]
+        assert not missing, f"not members of {db}: {missing}"
+        for name in tokens:
+            data = secret_data(kube, name)
+            assert httpx.get(f"{servers.couch_b.url}/{db}", timeout=10, auth=(
+                data["username"], data["password"])).status_code == 200, name
+    finally:
+        proc.stop()
