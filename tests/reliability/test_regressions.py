@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from e2e_support import Kube, wait_for
 from rel_support import (
     CouchAdmin,
@@ -89,3 +90,74 @@ def test_tokens_granting_one_couchdb_database_at_once_all_become_members(
                 data["username"], data["password"])).status_code == 200, name
     finally:
         proc.stop()
+
+
+def refuse_finalizer(kube: Kube, name: str) -> list[dict[str, Any]]:
+    """A ValidatingAdmissionPolicy (built into the API server) that refuses the
+    operator's finalizer on Replications in this namespace: what a finalizer patch that
+    never lands looks like (in the kill -9 loop: an operator killed before it)."""
+    return [{
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
+            "apiGroups": ["replication.dbops.dev"], "apiVersions": ["v1alpha1"],
+            "operations": ["CREATE", "UPDATE"], "resources": ["replications"]}]},
+            "validations": [{"expression": "!has(object.metadata.finalizers) || "
+                                           "!object.metadata.finalizers.exists(f, f == "
+                                           "'replication.dbops.dev/finalizer')",
+                             "message": "this test refuses the operator's finalizer"}]}}, {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": kube.ns}}}}}]
+
+
+def test_no_job_is_made_before_the_finalizer_is_on_the_resource(
+        cluster: Any, rel_kube: Kube, servers: Servers, tmp_path: Path) -> None:
+    """kopf starts the resync timer as soon as it sees an object, finalizer or not. In
+    the kill -9 loop the finalizer patch of a new Replication was lost with the killed
+    operator, the next one's timer created the job, and the Replication, deleted
+    before any finalizer was on it, went without cleanup: its job stayed on the server.
+    Timers now leave an object alone until the finalizer is there (the change handler
+    runs then)."""
+    kube = rel_kube
+    prepare_servers(servers)
+    name = f"{kube.ns}-no-finalizer"
+    policy = refuse_finalizer(kube, name)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(policy))
+    proc = operator(cluster, tmp_path, kube.ns)
+    try:
+        spec = {"source": {"server": "couch-a", "database": "rel-src-0"},
+                "target": {"server": "couch-b", "database": f"rel-{kube.ns}"}}
+        probe = manifest("Replication", "policy-probe", spec)
+        probe["metadata"].update(namespace=kube.ns,
+                                 finalizers=["replication.dbops.dev/finalizer"])
+
+        def refused() -> bool:  # the policy takes effect a moment after it is made
+            out = cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(probe),
+                                  check=False)
+            if out.returncode == 0:  # not yet: take the probe away again
+                cluster.kubectl("patch", "replication", "policy-probe", "-n", kube.ns,
+                                "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+                kube.delete("replication", "policy-probe")
+            return "refuses the operator's finalizer" in out.stderr
+
+        wait_for(refused, timeout=60, what="the admission policy in effect")
+        kube.apply(*server_manifests(servers), manifest("Replication", "probe", spec))
+        proc.start()
+
+        def resyncs() -> int:
+            return proc.log_text().count(f"[{kube.ns}/probe] Timer 'register.<locals>.resync' "
+                                         f"succeeded")
+
+        wait_for(lambda: resyncs() >= 2, timeout=90, what="two resyncs of the Replication")
+        jobs = inventory(servers, kube.ns).jobs
+        assert not jobs, f"a job for a Replication without the finalizer: {sorted(jobs)}"
+        kube.delete("replication", "probe")
+        wait_for(lambda: not objects(kube), timeout=30, what="the Replication gone")
+        assert inventory(servers, kube.ns).empty()
+    finally:
+        proc.stop()
+        for doc in policy:
+            cluster.kubectl("delete", doc["kind"].lower(), name, "--ignore-not-found",
+                            check=False)

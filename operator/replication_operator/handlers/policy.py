@@ -26,7 +26,7 @@ from replication_operator.backends.policies import (
 from replication_operator.config import RUN_REQUESTED
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
-from replication_operator.handlers.cleanup import clean_up
+from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.handlers.fanout import Fanout
 from replication_operator.metrics import RECONCILE_SECONDS, RECONCILES
 from replication_operator.reconcile.fanout import refuse_fanout_fields
@@ -166,6 +166,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
         uid = body.metadata.uid or f"{ns}/{name}"
         started = time.monotonic()
         async with ctx.lock(uid):
+            if ctx.deleting(uid):  # the deletion handler has it now
+                return None
             previous = ctx.statuses.current(uid, body.get("status"))
             status, error = await converge(body, previous, max_age=max_age)
             for key, value in ctx.statuses.write(uid, body.get("status"), status).items():
@@ -254,7 +256,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
                 initial_delay=config.resync_interval)
     async def resync(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
         fanout.bind(kwargs)
-        if body.metadata.get("deletionTimestamp"):
+        if not timer_may_act(body):
             return
         if await fanout.handles(body):
             # 0.9: the list read at the previous resync is stale by now, so each resync
@@ -275,13 +277,16 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
         ext = str((body.get("status") or {}).get("externalName") or
                   spec.get("externalName") or "")
         what = f"policy {ext or policy_name(ns, name)}"
+        uid = body.metadata.uid or f"{ns}/{name}"
         ctx.tally.drop(KIND, f"{ns}/{name}")
-        ctx.release(body.metadata.uid or "")
+        ctx.begin_deletion(uid)
 
         async def remove() -> str:
             entry = await ctx.servers.get(ns, holder_of(spec))
             removed = await driver_of(entry).delete_policy(policy_name(ns, name), ext)
             return f" and registries {', '.join(removed)}" if removed else ""
 
-        await clean_up(body, patch, retry=retry, runtime=runtime, config=config, what=what,
-                       remove=remove)
+        async with ctx.lock(uid):  # after a reconcile in flight, never during it
+            await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
+                           what=what, remove=remove)
+        ctx.release(uid)

@@ -20,7 +20,7 @@ from replication_operator.config import CREDENTIAL_GENERATION
 from replication_operator.context import OperatorContext
 from replication_operator.credentials import Credentials
 from replication_operator.errors import BackendError, MissingReferenceError, TransientBackendError
-from replication_operator.handlers.cleanup import clean_up
+from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
 from replication_operator.reconcile.replication import (
     Verb,
@@ -141,6 +141,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         uid = body.metadata.uid or f"{ns}/{name}"
         started = time.monotonic()
         async with ctx.lock(uid):
+            if ctx.deleting(uid):  # the deletion handler has it now
+                return None
             previous = ctx.statuses.current(uid, body.get("status"))
             status, error = await converge(body, previous, max_age=max_age)
             for key, value in ctx.statuses.write(uid, body.get("status"), status).items():
@@ -245,17 +247,17 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, **only, interval=config.resync_interval,
                 initial_delay=config.resync_interval)
     async def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        if body.metadata.get("deletionTimestamp"):
-            return
-        await reconcile(body, patch, max_age=config.resync_interval)
+        if timer_may_act(body):
+            await reconcile(body, patch, max_age=config.resync_interval)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
                       **_: Any) -> None:
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         status = dict(body.get("status") or {})
+        uid = body.metadata.uid or f"{ns}/{name}"
         ctx.tally.drop(KIND, f"{ns}/{name}")
-        ctx.release(body.metadata.uid or "")
+        ctx.begin_deletion(uid)
 
         async def remove() -> str:
             resolved = await resolve(ctx, ns, name, spec, status)
@@ -271,5 +273,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             return ""
 
         what = str(spec.get("externalName") or status.get("externalName") or f"{ns}/{name}")
-        await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
-                       what=f"job {what}", remove=remove)
+        async with ctx.lock(uid):  # after a reconcile in flight, never during it
+            await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
+                           what=f"job {what}", remove=remove)
+        ctx.release(uid)

@@ -21,7 +21,7 @@ from replication_operator.backends.tokens import (
 from replication_operator.config import CREDENTIAL, CREDENTIAL_GENERATION, ROTATE_REQUESTED
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
-from replication_operator.handlers.cleanup import clean_up
+from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.metrics import TOKEN_EXPIRY
 from replication_operator.reconcile.token import (
     DEFAULT_GRACE_SECONDS,
@@ -125,6 +125,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         ns, name = body.metadata.namespace or "", body.metadata.name or ""
         uid = body.metadata.uid or f"{ns}/{name}"
         async with ctx.lock(uid):
+            if ctx.deleting(uid):  # the deletion handler has it now
+                return None
             previous = ctx.statuses.current(uid, body.get("status"))
             outcome = Outcome()
             error: BackendError | None = None
@@ -263,7 +265,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, **only, interval=config.resync_interval,
                 initial_delay=config.resync_interval)
     async def resync(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        if not body.metadata.get("deletionTimestamp"):
+        if timer_may_act(body):
             await reconcile(body, patch, kwargs["token_users"])
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
@@ -271,8 +273,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                       **_: Any) -> None:
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         base = base_name(ns, name, spec)
+        uid = body.metadata.uid or f"{ns}/{name}"
         ctx.tally.drop(KIND, f"{ns}/{name}")
-        ctx.release(body.metadata.uid or "")
+        ctx.begin_deletion(uid)
         with contextlib.suppress(KeyError):
             TOKEN_EXPIRY.remove(ns, name)
 
@@ -282,9 +285,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 await driver.delete_token(slot)
             return ""
 
-        await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
-                       what=f"credential {base}", remove=remove)
-        await kube.delete_secret(ns, secret_name(name, spec))
+        async with ctx.lock(uid):  # after a reconcile in flight, never during it
+            await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
+                           what=f"credential {base}", remove=remove)
+            await kube.delete_secret(ns, secret_name(name, spec))
+        ctx.release(uid)
 
 
 def issued_message(slot: str, generation: str, secret: str,
