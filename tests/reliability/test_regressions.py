@@ -161,3 +161,31 @@ def test_no_job_is_made_before_the_finalizer_is_on_the_resource(
         for doc in policy:
             cluster.kubectl("delete", doc["kind"].lower(), name, "--ignore-not-found",
                             check=False)
+
+
+def test_a_token_never_takes_over_a_secret_it_does_not_own(
+        cluster: Any, rel_kube: Kube, servers: Servers, tmp_path: Path) -> None:
+    """Found by the fuzzing: a Token whose spec.secretName named an existing Secret (here
+    the DatabaseServer's own admin credentials) replaced its content with the new
+    credential, and deleting the Token deleted that Secret. Now the Token is Stalled,
+    naming spec.secretName, issues nothing, and leaves the Secret alone."""
+    kube = rel_kube
+    kube.apply(*server_manifests(servers, only={"couch-b"}))
+    before = secret_data(kube, "couch-b-admin")
+    proc = operator(cluster, tmp_path, kube.ns)
+    proc.start()
+    try:
+        kube.apply(manifest("Token", "grabber", {
+            "server": "couch-b", "secretName": "couch-b-admin",
+            "permissions": {"read": ["rel-shared-0"]}}))
+        stalled = kube.wait_condition("token", "grabber", "Stalled", timeout=90)
+        assert "spec.secretName" in stalled["message"], stalled
+        assert secret_data(kube, "couch-b-admin") == before
+        kube.wait_condition("databaseserver", "couch-b", timeout=60)
+        assert not inventory(servers, kube.ns).users, "no credential issued"
+        kube.delete("token", "grabber")
+        wait_for(lambda: not objects(kube), timeout=60, what="the Token deleted")
+        assert secret_data(kube, "couch-b-admin") == before
+    finally:
+        proc.stop()
+

@@ -158,9 +158,14 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         target_secret = secret_name(name, spec)
         base = base_name(ns, name, spec)
         fields = outcome.fields
+        found = await kube.read_secret_owned(ns, target_secret)
+        if found is not None and body.metadata.uid not in found[2]:
+            raise SpecError(f"spec.secretName: Secret {target_secret!r} exists and does not "
+                            f"belong to this Token; name another Secret (the operator never "
+                            f"overwrites one it did not make for this Token)")
         fields["secretName"] = target_secret
         driver = await driver_for(ctx, ns, spec["server"])
-        data, annotations = await kube.read_secret_annotated(ns, target_secret) or ({}, {})
+        data, annotations = (found[0], found[1]) if found is not None else ({}, {})
         # a crash between the Secret write and the status write: the Secret knows
         fields.update(delivered(previous, annotations, credential_key=CREDENTIAL,
                                 generation_key=CREDENTIAL_GENERATION))
@@ -288,7 +293,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         async with ctx.lock(uid):  # after a reconcile in flight, never during it
             await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
                            what=f"credential {base}", remove=remove)
-            await kube.delete_secret(ns, secret_name(name, spec))
+            await kube.delete_secret(ns, secret_name(name, spec), owner_uid=uid)
         ctx.release(uid)
 
 
