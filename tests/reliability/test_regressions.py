@@ -189,3 +189,32 @@ def test_a_token_never_takes_over_a_secret_it_does_not_own(
     finally:
         proc.stop()
 
+
+def test_a_replication_whose_token_is_gone_can_still_be_deleted(
+        cluster: Any, rel_kube: Kube, servers: Servers, tmp_path: Path) -> None:
+    """Found by the kill -9 loop's clean-up (everything deleted at once, as a GitOps
+    prune does): the Token went first, and the deletion of a Replication using it
+    wanted the Token's credential to remove its job, so it waited forever
+    (CleanupBlocked). The job is removed with the job server's own credentials."""
+    kube = rel_kube
+    prepare_servers(servers)
+    kube.apply(*server_manifests(servers, only={"reduct-a", "reduct-b"}))
+    proc = operator(cluster, tmp_path, kube.ns)
+    proc.start()
+    try:
+        kube.apply(manifest("Token", "writer", {
+            "server": "reduct-b", "permissions": {"read": ["rel-shared-0"],
+                                                  "write": ["rel-shared-0"]}}),
+                   manifest("Replication", "tokened", {
+                       "source": {"server": "reduct-a", "database": "rel-src"},
+                       "target": {"server": "reduct-b", "database": "rel-shared-0",
+                                  "tokenRef": {"name": "writer"}}}))
+        kube.wait_condition("replication", "tokened", timeout=90)
+        kube.delete("token", "writer")
+        wait_for(lambda: kube.get("token", "writer") is None, timeout=60,
+                 what="the Token gone")
+        kube.delete("replication", "tokened")
+        wait_for(lambda: not objects(kube), timeout=60, what="the Replication gone")
+        assert inventory(servers, kube.ns).empty()
+    finally:
+        proc.stop()

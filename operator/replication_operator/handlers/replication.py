@@ -94,13 +94,18 @@ class Resolved:
 
 
 async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping[str, Any],
-                  status: Mapping[str, Any]) -> Resolved:
+                  status: Mapping[str, Any], *, for_deletion: bool = False) -> Resolved:
+    """`for_deletion`: a Token gone already is no obstacle (the job is removed with the
+    job server's own credentials, never a Token's), so a Replication deleted together
+    with its Token does not wait forever for it."""
     generations: dict[str, str] = {}
 
     async def endpoint(side: str) -> Endpoint:
         ref = spec[side]
         entry = await ctx.servers.get(namespace, ref["server"])
         settings = entry.settings
+        if ref.get("tokenRef") and for_deletion:
+            return Endpoint(settings, str(ref["database"]))
         if ref.get("tokenRef"):
             creds, auth_type, generation = await token_credentials(namespace, ref["tokenRef"])
             settings = with_credentials(
@@ -260,7 +265,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         ctx.begin_deletion(uid)
 
         async def remove() -> str:
-            resolved = await resolve(ctx, ns, name, spec, status)
+            resolved = await resolve(ctx, ns, name, spec, status, for_deletion=True)
             jobs = [resolved.request.external_name, resolved.request.retiring]
             replacement = getattr(resolved.driver, "replacement_name", None)
             if replacement is not None and not resolved.request.adopted:
