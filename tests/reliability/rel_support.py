@@ -222,6 +222,22 @@ class Workload:
         return [r for r in self.live("Replication") if r.token_ref == token]
 
     @property
+    def planned(self) -> int:
+        return self.size + self.changes + self.deletes
+
+    @property
+    def steps(self) -> int:
+        """Steps applied so far."""
+        return self._step
+
+    def wait_for_step(self, step: float, timeout: float = 300) -> None:
+        """Poll until the workload has applied `step` steps (or is done)."""
+        deadline = time.monotonic() + timeout
+        while self._step < min(step, self.planned) and self.remaining > 0:
+            assert time.monotonic() < deadline, f"the workload is stuck at step {self._step}"
+            time.sleep(0.1)  # polling interval
+
+    @property
     def remaining(self) -> int:
         return (self.size - self.created) + (self.changes - self.done["changed"]) + \
             (self.deletes - self.done["deleted"])

@@ -91,11 +91,14 @@ def test_kill_9_loop(cluster: Any, rel_kube: Kube, servers: Servers,
     churn = Churn(workload, PACE).start()
     starts, moments = [], []
     try:
-        for _ in range(KILLS):
+        for k in range(KILLS):
             began = time.monotonic()
             proc.start()  # returns once /healthz answers
             starts.append(time.monotonic() - began)
             moments.append(random_moment(proc, rng))
+            # the kills are spread over the whole workload, at random points of it
+            workload.wait_for_step((k + rng.random()) / KILLS * workload.planned)
+            moments[-1] += f" (workload step {workload.steps})"
             proc.kill(signal.SIGKILL)
         print(f"kill loop: {KILLS} kills, live in {min(starts):.1f}-{max(starts):.1f} s "
               f"after each start; killed {'; '.join(moments)}")
@@ -158,10 +161,12 @@ def test_failover_kill_the_active_replica(cluster: Any, rel_kube: Kube, servers:
         return holder_of(kube, replicas)
 
     try:
-        for _ in range(FAILOVERS):
+        for k in range(FAILOVERS):
             active = wait_for(leader, timeout=60, interval=0.5, what="a replica holding "
                                                                      "the Lease")
             moments.append(random_moment(active, rng))
+            workload.wait_for_step((k + rng.random()) / FAILOVERS * workload.planned)
+            moments[-1] += f" (workload step {workload.steps})"
             active.kill(signal.SIGKILL)
             killed = time.monotonic()
             active.start()  # back as a standby, as a restarted pod would be
