@@ -29,8 +29,8 @@ lint: $(PY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	MYPYPATH=dev $(VENV)/bin/mypy --strict dev/harness.py tests/conftest.py
-	$(VENV)/bin/mypy --strict --ignore-missing-imports tests/harbor_sim
-	$(VENV)/bin/mypy --strict --ignore-missing-imports tests/eden_sim
+	MYPYPATH=tests $(VENV)/bin/mypy --strict --ignore-missing-imports \
+		tests/simkit tests/harbor_sim tests/eden_sim
 	$(VENV)/bin/mypy --strict tests/fault_proxy.py
 
 unit: $(PY)

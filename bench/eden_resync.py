@@ -2,7 +2,8 @@
 
 Starts two Eden simulators in this process (or uses `--url`/`--peer-url`), creates N
 pull Replications spread over P peer DatabaseServers (all pointing at the peer Eden:
-one sync repository each on the job server, N / P tasks per repository), lets their
+one sync repository each on the job server, N / P tasks per repository; a real Eden
+allows one repository per peer URL, so against real servers use --peers 1), lets their
 jobs run once, then observes all N the way the resync timers do, and prints
 - backend requests per resync, by method (batched: grows with P, not with N),
 - wall time of a resync of all N, and of the pure status computation per Replication,
@@ -127,6 +128,9 @@ def main() -> None:
                 sim = stack.enter_context(EdenSimulator(email=args.user,
                                                         password=args.password,
                                                         tables=tables))
+                # P peer DatabaseServers on one peer URL: a real Eden keeps one
+                # repository per peer URL, the simulator allows P with this off
+                sim.store.set_settings(one_repository_per_peer=False)
                 urls[index] = sim.url
         local = settings("bench/eden", str(urls[0]), args.user, args.password)
         peers = [settings(f"bench/peer-{p}", str(urls[1]), args.user, args.password)

@@ -707,21 +707,23 @@ class ReductStore(Part):
 
 @dataclass
 class Simulator(Part):
-    """A server simulator from tests/ (`python -m tests.<module>`): it needs the project's
-    virtualenv (starlette, uvicorn, httpx), which `make venv` / `make demo` create."""
+    """A server simulator from tests/ (`python -m <module>`, tests/ on the path): it needs
+    the project's virtualenv (starlette, uvicorn, httpx), which `make venv` / `make demo`
+    create."""
 
     module: str = ""
     username: str = "admin"
     password: str = field(default_factory=lambda: secrets.token_hex(12))
 
     def environment(self) -> dict[str, str]:
-        return {"PYTHONPATH": str(ROOT), f"{self.module.upper()}_PASSWORD": self.password}
+        return {"PYTHONPATH": str(ROOT / "tests"),
+                f"{self.module.upper()}_PASSWORD": self.password}
 
     def prepare(self) -> None:
         check = subprocess.run([self._python(), "-c", "import starlette, uvicorn, httpx"],
                                capture_output=True)
         if check.returncode != 0:
-            raise PartFailed(f"{self.name}: the simulator tests.{self.module} needs the "
+            raise PartFailed(f"{self.name}: the simulator tests/{self.module} needs the "
                              f"project's virtualenv; run `make venv` (or `make demo`) first")
 
     @staticmethod
@@ -730,7 +732,7 @@ class Simulator(Part):
         return str(venv_python) if venv_python.exists() else sys.executable
 
     def command(self) -> list[str]:
-        return [self._python(), "-m", f"tests.{self.module}", "--host", "127.0.0.1",
+        return [self._python(), "-m", self.module, "--host", "127.0.0.1",
                 "--port", str(self.port), "--user", self.username, *self.options()]
 
     def options(self) -> list[str]:
@@ -741,7 +743,7 @@ class Simulator(Part):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             return False
-        return f"tests.{self.module}" in cmdline
+        return f"\0-m\0{self.module}\0" in cmdline
 
 
 @dataclass

@@ -221,6 +221,10 @@ def eden_a() -> Iterator[EdenSimulator]:
     from eden_sim import EdenSimulator
 
     sim = EdenSimulator(email="admin@eden-a.example", password=secrets.token_urlsafe(16))
+    # shared by every test (and namespace) of the session, which make many repositories
+    # for one peer: a real Eden keeps one per peer URL (tests that need that rule start
+    # simulators of their own)
+    sim.store.set_settings(one_repository_per_peer=False)
     yield sim.start()
     sim.stop()
 
@@ -231,5 +235,9 @@ def eden_b() -> Iterator[EdenSimulator]:
     from eden_sim import EdenSimulator
 
     sim = EdenSimulator(email="admin@eden-b.example", password=secrets.token_urlsafe(16))
+    # shared by every test (and namespace) of the session, which make many repositories
+    # for one peer: a real Eden keeps one per peer URL (tests that need that rule start
+    # simulators of their own)
+    sim.store.set_settings(one_repository_per_peer=False)
     yield sim.start()
     sim.stop()

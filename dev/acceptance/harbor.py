@@ -25,63 +25,16 @@ import argparse
 import base64
 import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-sys.path.insert(0, str(ROOT / "dev"))
-
-from e2e_support import Kube, OperatorProcess, database_server, secret  # noqa: E402
-from harborapi.client import CookieDiscarder  # noqa: E402
+from common import Checks, start_operator, until
+from e2e_support import database_server, secret
+from harborapi.client import CookieDiscarder
 
 API = "/api/v2.0"
 RUN = "replication.dbops.dev/run-requested"
-
-
-class Cluster:
-    """kubectl against $KUBECONFIG (the dev stack's when sourced from .dev/env)."""
-
-    def __init__(self) -> None:
-        self.env = dict(os.environ)
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
-        import subprocess
-        result = subprocess.run(["kubectl", *args], input=input, capture_output=True,
-                                text=True, env=self.env, timeout=120)
-        if check and result.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-        return result
-
-
-def until(what: str, probe: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(1.0)  # poll interval of the deadline loop above
-    raise AssertionError(f"timed out after {timeout:.0f}s: {what} (last: {last!r})")
-
-
-class Checks:
-    def __init__(self) -> None:
-        self.failed: list[str] = []
-
-    def run(self, name: str, fn: Any) -> None:
-        started = time.monotonic()
-        try:
-            detail = fn()
-            took = time.monotonic() - started
-            print(f"PASS {name} ({took:.1f}s){f': {detail}' if detail else ''}", flush=True)
-        except Exception as exc:  # a failed check is reported, the others still run
-            self.failed.append(name)
-            print(f"FAIL {name} ({time.monotonic() - started:.1f}s): {exc}", flush=True)
 
 
 def main() -> int:
@@ -99,14 +52,7 @@ def main() -> int:
                             cookies=CookieDiscarder())
     harbor_b = httpx.Client(base_url=b_url, auth=(user, password), timeout=30,
                             cookies=CookieDiscarder())
-    cluster = Cluster()
-    cluster.kubectl("create", "namespace", args.namespace, check=False)
-    kube = Kube(cluster, args.namespace)
-    log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"acceptance-{args.namespace}"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(cluster, log_dir, resync=5.0,
-                               scope=["--namespace", args.namespace])
-    operator.start()
+    cluster, kube, operator = start_operator(args.namespace)
     checks = Checks()
     state: dict[str, Any] = {}
     try:
@@ -232,14 +178,8 @@ def main() -> int:
             checks.run(name, fn)
     finally:
         operator.stop()
-        secrets_ = {password, reg_password}
-        leaked = [s for s in secrets_ if s in operator.log_text()]
-        print(f"{'FAIL' if leaked else 'PASS'} no secret in the operator log "
-              f"({operator.log_path})")
-        if leaked:
-            checks.failed.append("secrets in log")
-    print(f"{len(checks.failed)} failed: {checks.failed}" if checks.failed else "all passed")
-    return 1 if checks.failed else 0
+        checks.no_secret_in_log(operator, (password, reg_password))
+    return checks.summary()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import http.server
 import logging
 import os
@@ -129,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     kube.configure()
     election = _leader_election(args) if args.leader_elect else None
     lost, done = threading.Event(), threading.Event()  # the Lease lost; kopf finished
+    exited = threading.Event()  # everything done: the exit watchdog stands down
     if election is not None:
         waiting = threading.Event()  # set by a signal while standing by
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -147,6 +149,11 @@ def _run(args: argparse.Namespace) -> int:
     ctx = OperatorContext(config=config, servers=servers)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, ctx)
+
+    @kopf.on.cleanup(registry=registry)
+    def bound_the_stop(**_: object) -> None:
+        _exit_watchdog(EXIT_GRACE, exited, done, election)
+
     liveness = (f"http://0.0.0.0:{config.liveness_port}/healthz"
                 if config.liveness_port else None)
 
@@ -171,12 +178,36 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         done.set()
     if election is None:
+        exited.set()
         return 0
     if lost.is_set():
         print("lost the leader Lease: exiting, to restart as a standby", file=sys.stderr)
+        exited.set()
         return 1
     election.release()  # a clean stop: the standby takes over at once
+    exited.set()
     return 0
+
+
+# A stop (SIGTERM) that has not finished after this long ends the process: the Lease is
+# released and the threads' stacks are logged (a stuck stop says where it is stuck).
+EXIT_GRACE = 15.0
+
+
+def _exit_watchdog(grace: float, exited: threading.Event, renewing_done: threading.Event,
+                   election: LeaderElection | None) -> None:
+    def watch() -> None:
+        if exited.wait(grace):
+            return
+        print(f"still stopping after {grace:.0f} s: exiting now; the threads were at:",
+              file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(all_threads=True)
+        renewing_done.set()
+        if election is not None:
+            election.release()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-watchdog", daemon=True).start()
 
 
 def _leader_election(args: argparse.Namespace) -> LeaderElection:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,25 @@ class LeaderElection:
 
     # -- one attempt ------------------------------------------------------------------
 
+    @property
+    def _timeout(self) -> float:
+        """Each Lease request is bounded: a hung call must not outlive the renew deadline."""
+        return max(1.0, self.settings.renew_deadline / 2)
+
     def try_acquire_or_renew(self) -> bool:
-        """One step of client-go's loop: True if this replica holds the Lease now."""
+        """One step of client-go's loop: True if this replica holds the Lease now. An API
+        server that cannot be reached is a failed attempt, never the end of the loop."""
+        try:
+            return self._attempt()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            log.warning("leader election: API server not reachable (%s)", type(exc).__name__)
+            return False
+
+    def _attempt(self) -> bool:
         s = self.settings
         try:
-            lease = self.api.read_namespaced_lease(s.name, s.namespace)
+            lease = self.api.read_namespaced_lease(s.name, s.namespace,
+                                                   _request_timeout=self._timeout)
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("leader election: reading Lease %s/%s failed: HTTP %s",
@@ -95,7 +110,8 @@ class LeaderElection:
         spec.lease_duration_seconds = int(s.lease_duration)
         spec.lease_transitions = transitions
         try:  # resourceVersion in the body: a concurrent change makes this a 409
-            self.api.replace_namespaced_lease(s.name, s.namespace, lease)
+            self.api.replace_namespaced_lease(s.name, s.namespace, lease,
+                                              _request_timeout=self._timeout)
         except ApiException as exc:
             if exc.status != 409:
                 log.warning("leader election: updating Lease failed: HTTP %s", exc.status)
@@ -112,7 +128,8 @@ class LeaderElection:
                 renew_time=_micro_time(), lease_duration_seconds=int(s.lease_duration),
                 lease_transitions=0))
         try:
-            self.api.create_namespaced_lease(s.namespace, body)
+            self.api.create_namespaced_lease(s.namespace, body,
+                                             _request_timeout=self._timeout)
         except ApiException as exc:
             if exc.status != 409:  # 409: someone else created it first
                 log.warning("leader election: creating Lease failed: HTTP %s", exc.status)
@@ -124,14 +141,19 @@ class LeaderElection:
         """Give the Lease up (clean shutdown): the standby takes over without waiting."""
         s = self.settings
         try:
-            lease = self.api.read_namespaced_lease(s.name, s.namespace)
+            lease = self.api.read_namespaced_lease(s.name, s.namespace,
+                                                   _request_timeout=self._timeout)
             if lease.spec is None or lease.spec.holder_identity != s.identity:
                 return
             lease.spec.holder_identity = ""
             lease.spec.lease_duration_seconds = 1
-            self.api.replace_namespaced_lease(s.name, s.namespace, lease)
+            self.api.replace_namespaced_lease(s.name, s.namespace, lease,
+                                              _request_timeout=self._timeout)
         except ApiException as exc:
             log.warning("leader election: releasing Lease failed: HTTP %s", exc.status)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            log.warning("leader election: releasing Lease failed (%s): the standby takes "
+                        "over when it expires", type(exc).__name__)
 
     # -- loops ------------------------------------------------------------------------
 

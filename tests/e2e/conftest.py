@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import ROOT, Couch, Kube, OperatorProcess, crd_paths, database_server, secret
+from e2e_support import (
+    ROOT,
+    Couch,
+    Kube,
+    OperatorProcess,
+    Reduct,
+    crd_paths,
+    database_server,
+    secret,
+)
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +57,23 @@ def couch_env(cluster: Any, operator: OperatorProcess, namespace: str, couch_a: 
     for name in ("couch-a", "couch-b"):
         kube.wait_condition("databaseserver", name)
     yield kube, Couch(couch_a), Couch(couch_b)
+
+
+@pytest.fixture
+def reduct_env(cluster: Any, operator: OperatorProcess, namespace: str, reduct_a: Any,
+               reduct_b: Any, secret_values: set[str]) -> Iterator[tuple[Kube, Reduct, Reduct]]:
+    """A namespace with DatabaseServers reduct-a and reduct-b (admin tokens), both Ready."""
+    kube = Kube(cluster, namespace)
+    secret_values.update({reduct_a.token, reduct_b.token})
+    kube.apply(secret("reduct-a-admin", token=reduct_a.token),
+               secret("reduct-b-admin", token=reduct_b.token),
+               database_server("reduct-a", reduct_a.url, "reductstore", "reduct-a-admin",
+                               "bearer"),
+               database_server("reduct-b", reduct_b.url, "reductstore", "reduct-b-admin",
+                               "bearer"))
+    for name in ("reduct-a", "reduct-b"):
+        kube.wait_condition("databaseserver", name)
+    yield kube, Reduct(reduct_a), Reduct(reduct_b)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

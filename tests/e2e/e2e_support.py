@@ -143,7 +143,12 @@ class OperatorProcess:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise AssertionError(f"operator still running 30 s after signal {sig}:\n"
+                                     f"{self.log_tail(120)}") from None
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
@@ -238,3 +243,34 @@ def stopped(part: Any) -> Iterator[None]:
         yield
     finally:
         part.start()
+
+
+class Reduct:
+    """Direct access to a ReductStore (as its admin, or with `token`), for checks."""
+
+    def __init__(self, part: Any, token: str | None = None) -> None:
+        self.part = part
+        self.http = httpx.Client(base_url=part.url.rstrip("/"), timeout=10,
+                                 headers={"Authorization": f"Bearer {token or part.token}"})
+
+    def bucket(self, name: str) -> None:
+        response = self.http.post(f"/api/v1/b/{name}", json={})
+        assert response.status_code in (200, 409), response.headers.get("x-reduct-error")
+
+    def write(self, bucket: str, entry: str, data: bytes, **labels: str) -> int:
+        ts = int(time.time() * 1_000_000)
+        headers = {f"x-reduct-label-{k}": v for k, v in labels.items()}
+        self.http.post(f"/api/v1/b/{bucket}/{entry}", params={"ts": ts}, content=data,
+                       headers=headers).raise_for_status()
+        return ts
+
+    def read(self, bucket: str, entry: str, ts: int) -> bytes | None:
+        response = self.http.get(f"/api/v1/b/{bucket}/{entry}", params={"ts": ts})
+        return response.content if response.status_code == 200 else None
+
+    def replications(self) -> dict[str, dict[str, Any]]:
+        items = self.http.get("/api/v1/replications").json()["replications"]
+        return {r["name"]: r for r in items}
+
+    def tokens(self) -> set[str]:
+        return {t["name"] for t in self.http.get("/api/v1/tokens").json()["tokens"]}

@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from e2e_support import (
     Couch,
     Kube,
     OperatorProcess,
-    database_server,
+    Reduct,
     replication,
-    secret,
     wait_for,
 )
-from test_reductstore import Reduct
 
 POLICY = "replicationpolicy"
 LABEL = "replication.dbops.dev/policy"
@@ -209,22 +205,6 @@ def test_a_name_taken_by_another_replication_is_reported_not_taken_over(
     assert not hand["metadata"].get("ownerReferences")
 
 
-@pytest.fixture
-def reduct_env(cluster: Any, operator: OperatorProcess, namespace: str, reduct_a: Any,
-               reduct_b: Any, secret_values: set[str]) -> Iterator[tuple[Kube, Reduct, Reduct]]:
-    kube = Kube(cluster, namespace)
-    secret_values.update({reduct_a.token, reduct_b.token})
-    kube.apply(secret("reduct-a-admin", token=reduct_a.token),
-               secret("reduct-b-admin", token=reduct_b.token),
-               database_server("reduct-a", reduct_a.url, "reductstore", "reduct-a-admin",
-                               "bearer"),
-               database_server("reduct-b", reduct_b.url, "reductstore", "reduct-b-admin",
-                               "bearer"))
-    for name in ("reduct-a", "reduct-b"):
-        kube.wait_condition("databaseserver", name)
-    yield kube, Reduct(reduct_a), Reduct(reduct_b)
-
-
 def test_scheduled_reductstore_policy_backs_up_buckets_and_records_its_runs(
         reduct_env: tuple[Kube, Reduct, Reduct], unique_name: Any) -> None:
     kube, a, b = reduct_env
@@ -241,8 +221,8 @@ def test_scheduled_reductstore_policy_backs_up_buckets_and_records_its_runs(
     assert databases_of(items) == set(buckets)
     # between runs the replications are paused (they queue what is written)
     wait_for(lambda: all(r.get("mode") == "paused" for n, r in a.replications().items()
-                         if n.startswith(f"{kube.ns}.backup-")) and len(
-        [n for n in a.replications() if n.startswith(f"{kube.ns}.backup-")]) == 2,
+                         if n.startswith(f"{kube.ns}__backup-")) and len(
+        [n for n in a.replications() if n.startswith(f"{kube.ns}__backup-")]) == 2,
         what="paused replications on reduct-a")
     stamps = {bucket: a.write(bucket, "temp", b"21.5") for bucket in buckets}
 
@@ -258,7 +238,7 @@ def test_scheduled_reductstore_policy_backs_up_buckets_and_records_its_runs(
         wait_for(lambda bucket=bucket, ts=ts: b.read(f"bk-{bucket}", "temp", ts) == b"21.5",
                  what=f"record of {bucket} backed up")
     wait_for(lambda: all(r.get("mode") == "paused" for n, r in a.replications().items()
-                         if n.startswith(f"{kube.ns}.backup-")), what="paused after the run")
+                         if n.startswith(f"{kube.ns}__backup-")), what="paused after the run")
     kube.wait_event("backup", "ExecutionSucceeded")
     # a second run, recorded newest first
     later = {bucket: a.write(bucket, "temp", b"22.0") for bucket in buckets}
@@ -272,7 +252,7 @@ def test_scheduled_reductstore_policy_backs_up_buckets_and_records_its_runs(
 
     kube.delete(POLICY, "backup")
     wait_for(lambda: kube.get(POLICY, "backup") is None, timeout=90, what="policy gone")
-    assert not [n for n in a.replications() if n.startswith(f"{kube.ns}.backup-")]
+    assert not [n for n in a.replications() if n.startswith(f"{kube.ns}__backup-")]
 
 
 def test_couchdb_policy_runs_on_request_as_one_shot_jobs(

@@ -6,15 +6,14 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from e2e_support import (
     Couch,
     Kube,
     OperatorProcess,
+    Reduct,
     database_server,
     metric_sum,
     replication,
@@ -23,51 +22,6 @@ from e2e_support import (
 )
 
 KIND = "replication"
-
-
-class Reduct:
-    def __init__(self, part: Any, token: str | None = None) -> None:
-        self.part = part
-        self.http = httpx.Client(base_url=part.url.rstrip("/"), timeout=10,
-                                 headers={"Authorization": f"Bearer {token or part.token}"})
-
-    def bucket(self, name: str) -> None:
-        response = self.http.post(f"/api/v1/b/{name}", json={})
-        assert response.status_code in (200, 409), response.headers.get("x-reduct-error")
-
-    def write(self, bucket: str, entry: str, data: bytes, **labels: str) -> int:
-        ts = int(time.time() * 1_000_000)
-        headers = {f"x-reduct-label-{k}": v for k, v in labels.items()}
-        self.http.post(f"/api/v1/b/{bucket}/{entry}", params={"ts": ts}, content=data,
-                       headers=headers).raise_for_status()
-        return ts
-
-    def read(self, bucket: str, entry: str, ts: int) -> bytes | None:
-        response = self.http.get(f"/api/v1/b/{bucket}/{entry}", params={"ts": ts})
-        return response.content if response.status_code == 200 else None
-
-    def replications(self) -> dict[str, dict[str, Any]]:
-        items = self.http.get("/api/v1/replications").json()["replications"]
-        return {r["name"]: r for r in items}
-
-    def tokens(self) -> set[str]:
-        return {t["name"] for t in self.http.get("/api/v1/tokens").json()["tokens"]}
-
-
-@pytest.fixture
-def reduct_env(cluster: Any, operator: OperatorProcess, namespace: str, reduct_a: Any,
-               reduct_b: Any, secret_values: set[str]) -> Iterator[tuple[Kube, Reduct, Reduct]]:
-    kube = Kube(cluster, namespace)
-    secret_values.update({reduct_a.token, reduct_b.token})
-    kube.apply(secret("reduct-a-admin", token=reduct_a.token),
-               secret("reduct-b-admin", token=reduct_b.token),
-               database_server("reduct-a", reduct_a.url, "reductstore", "reduct-a-admin",
-                               "bearer"),
-               database_server("reduct-b", reduct_b.url, "reductstore", "reduct-b-admin",
-                               "bearer"))
-    for name in ("reduct-a", "reduct-b"):
-        kube.wait_condition("databaseserver", name)
-    yield kube, Reduct(reduct_a), Reduct(reduct_b)
 
 
 def token(name: str, server: str, **spec: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ tests/integration/test_eden_sim_contract.py that fails on a simulator without it
 
 Run it by hand (from the repository root; never prints the password)::
 
-    EDEN_SIM_PASSWORD=secret .venv/bin/python -m tests.eden_sim --port 8790 \\
+    EDEN_SIM_PASSWORD=secret PYTHONPATH=tests .venv/bin/python -m eden_sim --port 8790 \\
         --user admin@example.com [--max-period 5] [--seed-organisation Acme]
     # -> eden-sim listening on http://127.0.0.1:8790/eden (user admin@example.com)
     curl -u admin@example.com:secret http://127.0.0.1:8790/eden/sync/repository.json
@@ -29,7 +29,7 @@ faults, request log, /_sim), `faults`, `times`, `server`, `__main__`.
 Facts from BACKENDS.md §4 (each with its contract test)
 -------------------------------------------------------
 - Base URL `http://host:port/eden`, HTTP Basic with the user's e-mail (§4 intro).
-- Tables: `sync_repository` (name unique, url, apitype eden|ccrm|wrike|mcb|adashi|ftp|
+- Tables: `sync_repository` (name, url, apitype eden|ccrm|wrike|mcb|adashi|ftp|
   filesync, username, password, proxy, synchronise_uuids, keep_source, uuid,
   last_connected updated even when a sync failed), `sync_task` (resource_name, mode 1
   pull / 2 push / 3 both / 4 none, strategy from create|update|delete|merge,
@@ -89,59 +89,97 @@ Facts from BACKENDS.md §4 (each with its contract test)
   org/organisation.s3json {"$_org_organisation": [{"name": ...}]}` and `GET
   org/organisation.json` (§4 "Peer protocol").
 
-Assumptions (not in BACKENDS.md §4; a real Eden may differ)
-------------------------------------------------------------
+Seen on Eden built here (web2py 2.21.2, Eden master e1cbdd6b5 of 2024-09-13, Python
+3.11, sqlite, template skeleton + sync, default security policy; VERSION file says
+`eden-dev-73981fd80 (2022-05-20 14:18:14)`; requests and answers in the lead's
+/work/realeden/FACTS.md). Each has a contract test.
+------------------------------------------------------------------------------------------
+- Bodies: `{}` or a JSON array → 400 `{"status": "failed", "statuscode": "400",
+  "message": "Invalid source"}`; `{"$_sync_repository": []}` → success, `records: 0`
+  (a write check); malformed JSON → 400 with Python's words (`Expecting value: line 1
+  column 1 (char 0)`); `create.s3json` → 415 `Unsupported data format!`.
+- `.json` lists show datetimes as `2026-12-01 21:39:24` (a space; S3XML and `.s3json`
+  use a T); a task's `components` is listed `false` when not given.
+- `job.json` lists web2py's readable scheduler_task fields (id, application_name,
+  task_name, group_name, status, broadcast, function_name, uuid (no urn:), args, vars,
+  enabled, start_time, next_run_time, stop_time, repeats, retry_failed, period,
+  prevent_drift, cronline, timeout, sync_output, times_run, times_failed,
+  assigned_worker_name), one row per link row, and NOT `last_run_time`. web2py sets
+  `next_run_time` = the run's start + period when a worker takes the job, also for one
+  that then completes: after a run, `next_run_time - period` is when it started.
+  `DELETE .../job/<scheduler_task id>.json` removes the scheduler task and its links
+  (`Record deleted`); a repository's DELETE answers `Repository configuration deleted`.
+- `sync.xml`: `msince` is naive UTC and inclusive; one with a zone (`...Z`) is ignored
+  and everything is exported. A pull (GET) needs no login under the default policy (a
+  wrong password reads as anonymous and gets the data); a push (POST) does (401). An
+  unknown table → bare 400 `{"status": "failed", "statuscode": "400"}`; a name without
+  "_" → 400 text `Invalid request`.
+- Runs: a wrong peer password → the pull succeeds anonymously, the push logs `fatal`
+  `Authentication Required` (remote), every registration `fatal` `Authentication
+  Required`. After a failed task, S3Sync.synchronize keeps the error until a pull resets
+  it: the following tasks that do not pull (mode 2, 4) are skipped (no row), a pulling
+  task runs and clears it; a task whose pull fails does not push. Messages: `Data
+  imported successfully (N records)`, `No data to import (already up-to-date)` (import,
+  pull/outgoing), `data sent successfully (N records)`, warning `No data to send` (send,
+  push/outgoing), `Registration successful` / `Registration update successful`
+  (request registration, push/outgoing), the peer's `Data received from peer`.
+  `last_pull` = newest pulled record + 1 s, `last_push` stays null, an unknown resource
+  has no row and no last_pull (all as §4 says).
+- `default/about`: after the row "Core Components | Version", a row "<short system
+  name> | <Eden's VERSION file>" ("Sahana | eden-dev-…"); this simulator shows
+  `Sahana | 4.0.0-sim`.
+- Under the default policy any logged-in user may write sync settings (403 needs a
+  stricter policy: the `strict_policy` setting, not seen here).
+- One repository per peer (`one_repository_per_peer`, on unless a test suite turns it
+  off): `url` is unique (`url: Value already in database or empty`); `name` is not
+  (BACKENDS.md §4 says it is): an import matches a repository by name, any case,
+  deleted ones too (undeleted), and answers `updated`. A registration answers
+  `{"status": "success", ..., "message": "Registration successful" | "Registration
+  update successful", "sender": <this site's uuid>}` and logs `none` /
+  `register/incoming` / `none` here; the registering repository takes the sender's
+  uuid; a registration whose uuid is a repository's here (deleted or not) updates that
+  one: renames it after the registering host, undeletes it. When the taken uuid is
+  already another repository's (deleted ones count), Eden fails a unique constraint:
+  HTTP 500, the write rolled back (what the peer did stays). `sync/repository.json`
+  filters on fields it does not list (`?~.url=`).
+
+Assumptions (not seen on a real Eden; a real one may differ)
+-------------------------------------------------------------
 - Runs: the scheduler worker is built in (a background tick, `tick_seconds`, 0.25 s):
   a QUEUED, enabled sync job whose next_run_time has come runs at the next tick; a run
-  sets status RUNNING and last_run_time, then `times_run += 1` and QUEUED again with
-  `next_run_time = last_run_time + period`, or COMPLETED once `times_run` reaches a
-  non-zero `repeats`. `max_period` (setting / `--max-period`) caps every period, so
-  tests need not wait 300 s. Tasks run in id order; mode 4 and unknown resources are
-  skipped. A job of a deleted repository does nothing.
-- `job.json` lists the scheduler_task records (web2py's fields: id, uuid, task_name,
-  function_name, application_name, group_name, args, vars, period, repeats, timeout,
-  enabled, status, start_time, next_run_time, last_run_time, times_run, times_failed),
-  one row per link row; `DELETE .../job/<scheduler_task id>.json` removes the scheduler
-  task and all its links; a job written with `$k_scheduler_task_id: {"@uuid": ...}` (or
-  a `$_scheduler_task` whose `@uuid` exists) updates that scheduler task and adds a link.
-- List values in `.json`: raw values (mode as a number, strategy as a list, booleans),
-  datetimes as `2024-05-01T10:00:00` (UTC, no zone, seconds); lists in id order, no
-  default page limit. The `.s3json` export shape (`@uuid`, `apitype` as `{"@value",
-  "$"}`, components as `$_sync_task` / `$_sync_job` / `$_sync_log`, `mcomponents=None`
-  for none).
-- Messages: pull success `Data imported successfully (N records)` or `No data to
-  import (already up-to-date)` (action import), push `data sent successfully (N
-  records)` or warning `No data to send` (action send), a pull that fails is action
-  fetch, a peer that cannot be reached `Peer repository unavailable (<reason>)` (error),
-  registration `request registration` with result success / fatal (the peer's message)
-  — modelled on Eden's adapter code, not confirmed. A repository with no URL: fatal
-  `No URL set for repository`.
+  sets status RUNNING, then `times_run += 1`, `next_run_time = start + period`, QUEUED
+  again or COMPLETED once `times_run` reaches a non-zero `repeats` (web2py also passes
+  through ASSIGNED, and a real worker takes a few seconds). `max_period` (setting /
+  `--max-period`) makes every job due at least that often without changing the listed
+  `next_run_time`, so tests need not wait 300 s. Tasks run in id order; mode 4 and
+  unknown resources are skipped. A job of a deleted repository does nothing (a real
+  Eden keeps its scheduler task: only the links are deleted).
+- A job written with `$k_scheduler_task_id: {"@uuid": ...}` (or a `$_scheduler_task`
+  whose `@uuid` exists) updates that scheduler task and adds a link (§4: "adds a
+  duplicate link row").
+- The `.s3json` export shape (`@uuid`, `apitype` as `{"@value", "$"}`, components as
+  `$_sync_task` / `$_sync_job` / `$_sync_log`, `mcomponents=None` for none) is a
+  reduction: a real export also has `backend`, `@mci`, `@created_on`, ..., leaves out
+  null fields and shows booleans as `{"@value": false, "$": "No"}`.
 - Import rules (a reduction of Eden's importer): records match by uuid; `create` makes
   new ones; `update` replaces fields as the policy allows (THIS never, OTHER always,
   NEWER if the incoming record is newer, MASTER as OTHER); a record also changed
   locally since the task's last pull is a conflict and follows `conflict_policy`;
   deletions need `delete`. The push receiver accepts any authenticated user and any
-  repository uuid, answers `{"status": "success", ..., "message": "Data received from
-  peer"}`.
+  repository uuid (a real one answers 403 `Registration required` to an unregistered
+  one, by its code) and answers `{"status": "success", ..., "message": "Data received
+  from peer"}`.
 - S3XML is a subset (`<s3xml>` with `<resource name uuid created_on modified_on
-  deleted>` and `<data field>`); `sync.xml` needs a login (401 `Authentication
-  Required` otherwise) and also answers `msince` without `repository`; an unknown
-  resource's 400 is `{"status": "failed", "statuscode": "400", "message": "Invalid
-  resource: <name>"}`. The registration answer is `{"status": "success", ...,
-  "message": "Registration successful"}` without a `sender` uuid (so the repository's
-  uuid does not change); a passive repository has no URL.
-- Validation details: a repository `name` used by another live repository → `name:
-  value already in database` (uniqueness ignores deleted ones); tasks need
-  resource_name; a deleted repository's URL is cleared; its tasks, links and scheduler
-  tasks are deleted with it. The 404 body of a DELETE with bad credentials is Eden's
-  JSON failure message; the 415 body and messages other than those quoted above are the
-  simulator's own wording.
-- `GET default/about` is an HTML page with a row `Eden Version` (the operator's probe
-  reads the version from it); this Eden's version is `4.0.0-sim`.
+  deleted>` and `<data field>`; a real one also has `mci`, `url`, `<reference>`s).
+  Under `strict_policy` a pull needs a login (401), which gives §4's `b'Authentication
+  Required'` pull message. A passive repository has no URL.
+- Validation details: tasks need resource_name; a deleted repository's URL is cleared;
+  its tasks, links and scheduler tasks are deleted with it. Messages other than those
+  quoted above are the simulator's own wording.
 - Data tables: `org_organisation`, `org_office`, `pr_person`, `project_project` (more
   with `--table` or `/_sim/tables`); records need a `name`; `<prefix>/<name>.json`
-  lists them with id, uuid, fields, created_on, modified_on; `DELETE
-  <prefix>/<name>/<id>.json` deletes softly (a change that syncs with `delete`).
+  lists them with id, uuid, fields, created_on, modified_on (a real Eden lists the
+  table's list_fields, without uuid); `DELETE <prefix>/<name>/<id>.json` deletes softly.
 - Times are the wall clock in whole seconds, so a record changed in the same second as
   a pull that set `last_pull` is not pulled again (as on Eden: `msince` is inclusive).
 
@@ -154,7 +192,8 @@ POST   /_sim/faults {status: 500|502|503|504|429, count=1, retry_after?, path_pr
                      method?}               answer the next `count` matching requests so
 POST   /_sim/faults {latency: seconds, count?, path_prefix?, method?}
 DELETE /_sim/faults                         clear faults and latency
-GET|POST /_sim/settings {max_period?, strict_policy?, adapter_bug?}
+GET|POST /_sim/settings {max_period?, strict_policy?, adapter_bug?,
+                         one_repository_per_peer?}
 POST   /_sim/users {email, password, admin?}  add or change a user (a password change
                                             makes peers' stored logins wrong)
 POST   /_sim/tables {table}                 a new data table

@@ -1,21 +1,20 @@
-"""`python -m tests.eden_sim` (from the repository root) or `python -m eden_sim` (with
-tests/ on the path): serve a simulated Sahana Eden until SIGTERM or SIGINT."""
+"""`PYTHONPATH=tests python -m eden_sim` (from the repository root): serve a simulated
+Sahana Eden until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
-from types import FrameType
+
+from simkit.run import serve_until_signal
 
 from .server import EdenSimulator
 from .store import DEFAULT_TABLES
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.eden_sim",
+    parser = argparse.ArgumentParser(prog="python -m eden_sim",
                                      description="Sahana Eden sync simulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8790, help="0 picks a free port")
@@ -36,20 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed_organisation:
         sim.store.add_table("org_organisation")
         sim.store.data_import("org_organisation", [{"name": n} for n in args.seed_organisation])
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    sim.start()
-    print(f"eden-sim listening on {sim.url} (user {sim.email})", flush=True)
-    try:
-        stopping.wait()
-    finally:
-        sim.stop()
-    return 0
+    return serve_until_signal(
+        sim, lambda: f"eden-sim listening on {sim.url} (user {sim.email})")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ background tick is the scheduler worker: due jobs run while the app is served.""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -20,28 +19,22 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from simkit.auth import basic_credentials
+from simkit.faults import RequestRecord
+
 from . import s3json, s3xml, sync
-from .faults import RequestRecord
 from .store import EdenError, Store, User, failed
-from .times import iso, parse
+from .times import iso, parse_msince
 
 BASE = "/eden"
 log = logging.getLogger("eden_sim")
 AUTH_REQUIRED = EdenError(401, "Authentication Required",
                           {"WWW-Authenticate": 'Basic realm="eden"'})
+# an empty object or a JSON array as an import body (seen on Eden built here)
+INVALID_SOURCE = failed(400, "Invalid source")
+INTERNAL_ERROR = ("<html><body><h1>Internal error</h1>Ticket issued: <a href=\"/admin/default/"
+                  "ticket/eden/eden-sim\" target=\"_blank\">eden/eden-sim</a></body></html>")
 _SEGMENT = re.compile(r"^(?P<name>[^.]*)(?:\.(?P<ext>[a-z0-9]+))?$")
-
-
-def basic_credentials(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic" or not encoded:
-        return None
-    try:
-        username, sep, password = base64.b64decode(encoded.strip()).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return (username, password) if sep else None
 
 
 @dataclass
@@ -80,9 +73,9 @@ class Call:
     async def json_body(self) -> Any:
         raw = await self.request.body()
         try:
-            return json.loads(raw or b"null")
+            return json.loads(raw)
         except ValueError as exc:
-            raise failed(400, f"Invalid JSON: {exc}") from None
+            raise failed(400, str(exc)) from None  # Python's words, as Eden answers them
 
 
 def ok(data: Any, status: int = 200) -> Response:
@@ -132,11 +125,15 @@ async def sync_repository(call: Call) -> Response:
     if args and args[0] == "create":
         if method in ("POST", "PUT") and ext == "s3json":
             call.require_login()
-            raise failed(415, "Unsupported Media Type")
+            raise failed(415, "Unsupported data format!")
         raise failed(404)
     if not args:
         if method == "GET":
-            return ok(filtered(store.repositories_list(), call.params))
+            # URL filters may name fields the list does not show (`~.url=`: seen on Eden
+            # built here)
+            wanted = {r["id"] for r in filtered(store.repositories_list(hidden=True),
+                                                call.params)}
+            return ok([r for r in store.repositories_list() if r["id"] in wanted])
         if method in ("POST", "PUT") and ext == "s3json":
             return await _import(call, None)
         if method == "POST":  # a POST to .json creates nothing: it answers with the list
@@ -159,7 +156,8 @@ async def sync_repository(call: Call) -> Response:
         if method == "DELETE":
             call.require_delete_login()
             store.delete_repository(repository_id)
-            return ok({"status": "success", "statuscode": "200", "message": "Record deleted"})
+            return ok({"status": "success", "statuscode": "200",
+                       "message": "Repository configuration deleted"})
         raise failed(405, "Method Not Allowed")
     component = args[1]
     if component not in ("task", "job", "log"):
@@ -199,14 +197,26 @@ async def sync_repository(call: Call) -> Response:
 async def _import(call: Call, record_id: int | None) -> Response:
     user = call.require_login()
     body = await call.json_body()
+    if not body or not isinstance(body, Mapping):
+        raise INVALID_SOURCE
     store = call.store
     if store.settings.adapter_bug and _has_url(body):
         # Eden's sync adapter before its Python 3.9 fix (base64.encodestring)
         raise EdenError(500, "<type 'exceptions.AttributeError'> module 'base64' has no "
                              "attribute 'encodestring'")
+    faithful = store.settings.one_repository_per_peer
+    saved = store.checkpoint() if faithful else None
     answer, registrations = store.import_repositories(body, record_id, user)
     for registration in registrations:
-        await sync.register(store, registration)
+        sender = await sync.register(store, registration)
+        if sender and faithful and not store.take_peer_uuid(registration.repository_id,
+                                                            sender):
+            # seen on Eden built here: the adapter's uuid update fails a unique
+            # constraint (another repository, e.g. the passive one the peer's own
+            # registration made, has the peer's uuid); the import is rolled back, what
+            # the registration did at the peer stays
+            store.restore(saved)
+            raise EdenError(500, INTERNAL_ERROR)
     return ok(answer)
 
 
@@ -222,15 +232,24 @@ async def sync_log(call: Call) -> Response:
 
 
 async def sync_xml(call: Call) -> Response:
-    """The peer protocol: GET pulls a resource as S3XML, POST/PUT pushes one."""
-    call.require_login()
+    """The peer protocol: GET pulls a resource as S3XML, POST/PUT pushes one.
+
+    Seen on Eden built here (permissive default policy): a pull needs no login (a wrong
+    password reads as anonymous and gets the data); a push does (401). Under
+    `strict_policy` a pull needs one too (an assumption: BACKENDS.md §4's
+    `b'Authentication Required'` for a pull needs a peer that refuses anonymous reads)."""
     store = call.store
+    if call.method != "GET" or store.settings.strict_policy:
+        call.require_login()
     resource = call.params.get("resource", "")
+    if "_" not in resource:
+        raise EdenError(400, "Invalid request")
     if resource not in store.tables:
-        # BACKENDS.md §4: "the peer answers 400 to sync/sync.xml?resource=<unknown>"
-        raise failed(400, f"Invalid resource: {resource}")
+        # BACKENDS.md §4: "the peer answers 400 to sync/sync.xml?resource=<unknown>";
+        # without a message (seen on Eden built here)
+        raise failed(400)
     if call.method == "GET":
-        msince = parse(call.params.get("msince"))
+        msince = parse_msince(call.params.get("msince"))
         records = store.export_records(resource, msince)
         return Response(s3xml.encode(resource, records, store.host),
                         media_type="text/xml; charset=utf-8")
@@ -253,10 +272,19 @@ async def sync_xml(call: Call) -> Response:
 
 async def about(call: Call) -> Response:
     store = call.store
-    html = ("<html><head><title>About</title></head><body><table>"
-            f"<tr><td>Eden Version</td><td>{store.version}</td></tr>"
-            "<tr><td>Web2py Version</td><td>2.21.2-stable</td></tr>"
-            "<tr><td>Python Version</td><td>3.11</td></tr></table></body></html>")
+    # the layout of default/about on Eden built here: the row after "Core Components |
+    # Version" is the deployment's short system name and Eden's VERSION file
+    html = ("<html><head><title>About</title></head><body><div><table "
+            'class="table-container"><thead></thead><tbody class="dataTable display">'
+            '<tr class="odd"><td><strong>Configuration</strong></td><td></td></tr>'
+            f"<tr><td>Public URL</td><td>{store.url.rsplit('/eden', 1)[0]}</td></tr>"
+            '<tr class="odd"><td><strong>Core Components</strong></td><td><strong>Version'
+            "</strong></td></tr>"
+            f"<tr><td>Sahana</td><td>{store.version}</td></tr>"
+            '<tr class="odd"><td>Web Server</td><td>eden-sim</td></tr>'
+            "<tr><td>Web2Py</td><td>2.21.2-stable+timestamp.2021.10.15.07.44.23\n</td></tr>"
+            '<tr class="odd"><td>Python</td><td>3.11</td></tr>'
+            "</tbody></table></div></body></html>")
     return Response(html, media_type="text/html; charset=utf-8")
 
 
@@ -275,8 +303,8 @@ async def data(call: Call, table: str) -> Response:
     if method in ("POST", "PUT") and call.ext == "s3json":
         call.require_login()
         body = await call.json_body()
-        if not isinstance(body, Mapping):
-            raise failed(400, "Invalid JSON: a JSON object is required")
+        if not body or not isinstance(body, Mapping):
+            raise INVALID_SOURCE
         items = s3json.records(body, table)
         if items is None:
             return ok({"status": "success", "statuscode": "200", "records": 0})

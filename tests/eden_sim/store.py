@@ -6,6 +6,7 @@ a network call), so the HTTP thread and a test thread can share one store."""
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import uuid as uuidlib
@@ -14,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from simkit.faults import Faults, RequestLog
+
 from . import s3json
-from .faults import Faults, RequestLog
 from .s3xml import XmlRecord
-from .times import fmt
+from .times import fmt, iso
 from .times import now as clock_now
 
 DEFAULT_TABLES = ("org_organisation", "org_office", "pr_person", "project_project")
@@ -95,7 +97,7 @@ class Task:
     strategy: list[str] = field(default_factory=lambda: list(s3json.STRATEGIES))
     update_policy: str = "NEWER"
     conflict_policy: str = "NEWER"
-    components: bool | None = None
+    components: bool = False  # listed as false when not given (seen on Eden built here)
     last_pull: datetime | None = None
     last_push: datetime | None = None
     deleted: bool = False
@@ -124,6 +126,9 @@ class SchedulerTask:
     times_run: int = 0
     times_failed: int = 0
     deleted: bool = False
+    # when the simulated worker runs it next: next_run_time, or sooner under max_period
+    # (next_run_time itself stays last run + period, as web2py writes it)
+    due_at: datetime | None = None
 
 
 @dataclass
@@ -159,6 +164,13 @@ class Settings:
     max_period: float | None = None
     strict_policy: bool = False
     adapter_bug: bool = False
+    # Eden's one repository per peer (seen on Eden built here): a repository's url is
+    # unique; a registration answers this site's uuid as `sender`, which becomes the
+    # registering repository's uuid (a clash with another repository: HTTP 500, nothing
+    # written), and a registration whose uuid names a repository updates (renames,
+    # undeletes) that one. Off: urls may repeat and registrations change no uuid (for
+    # test suites that make many repositories for one peer).
+    one_repository_per_peer: bool = True
 
 
 @dataclass
@@ -381,13 +393,20 @@ class Store:
 
     @staticmethod
     def job_view(s: SchedulerTask) -> dict[str, Any]:
-        return {"id": s.id, "uuid": s.uuid, "task_name": s.task_name,
-                "function_name": s.function_name, "application_name": s.application_name,
-                "group_name": s.group_name, "args": s.args, "vars": s.vars,
-                "period": s.period, "repeats": s.repeats, "timeout": s.timeout,
-                "enabled": s.enabled, "status": s.status, "start_time": fmt(s.start_time),
-                "next_run_time": fmt(s.next_run_time), "last_run_time": fmt(s.last_run_time),
-                "times_run": s.times_run, "times_failed": s.times_failed}
+        """web2py's scheduler_task as `job.json` lists it on Eden built here: its readable
+        fields, in this order. `last_run_time` is not readable, so not listed: a run's
+        start shows only as `next_run_time - period` once the run is over."""
+        return {"id": s.id, "application_name": s.application_name,
+                "task_name": s.task_name, "group_name": s.group_name, "status": s.status,
+                "broadcast": False, "function_name": s.function_name, "uuid": s.uuid,
+                "args": s.args, "vars": s.vars, "enabled": s.enabled,
+                "start_time": fmt(s.start_time), "next_run_time": fmt(s.next_run_time),
+                "stop_time": None, "repeats": s.repeats, "retry_failed": 0,
+                "period": s.period, "prevent_drift": False, "cronline": None,
+                "timeout": s.timeout, "sync_output": 0, "times_run": s.times_run,
+                "times_failed": s.times_failed,
+                "assigned_worker_name": "eden-sim#1" if s.times_run or s.status != "QUEUED"
+                else ""}
 
     @staticmethod
     def log_view(row: LogRow) -> dict[str, Any]:
@@ -395,10 +414,14 @@ class Store:
                 "resource_name": row.resource_name, "mode": row.mode, "action": row.action,
                 "result": row.result, "remote": row.remote, "message": row.message}
 
-    def repositories_list(self) -> list[dict[str, Any]]:
+    def repositories_list(self, hidden: bool = False) -> list[dict[str, Any]]:
+        """The live repositories as `sync/repository.json` lists them; `hidden` adds the
+        fields it does not show but filters on (url, apitype, username)."""
         with self._lock:
-            return [self.repository_view(r) for r in sorted(self.repositories.values(),
-                                                            key=lambda r: r.id)
+            return [{**self.repository_view(r),
+                     **({"url": r.url, "apitype": r.apitype, "username": r.username}
+                        if hidden else {})}
+                    for r in sorted(self.repositories.values(), key=lambda r: r.id)
                     if not r.deleted]
 
     def _tasks_of(self, repository_id: int) -> list[Task]:
@@ -443,7 +466,10 @@ class Store:
                             else r.apitype},
                 "url": r.url, "username": r.username, "password": r.password,
                 "proxy": r.proxy, "synchronise_uuids": r.synchronise_uuids,
-                "keep_source": r.keep_source, "last_connected": fmt(r.last_connected)}
+                "keep_source": r.keep_source}
+            if r.last_connected is not None:  # null fields are left out of an export
+                record["last_connected"] = {"@value": iso(r.last_connected),
+                                            "$": r.last_connected.strftime("%Y-%m-%d %H:%M")}
             wanted = components if components is not None else {"task", "job", "log"}
             if "task" in wanted:
                 record["$_sync_task"] = [
@@ -505,11 +531,20 @@ class Store:
             target = next((r for r in self.repositories.values()
                            if r.uuid == item.uuid and not r.deleted), None)
         name = item.values.get("name", target.name if target else None)
+        if target is None and name:
+            # Eden's S3Duplicate: an import matches a repository of the same name (case
+            # does not matter), deleted ones too (undeleted), and updates it (seen on
+            # Eden built here: the name is not unique, nothing refuses it)
+            wanted = str(name).lower()
+            target = next((r for r in sorted(self.repositories.values(),
+                                             key=lambda r: (r.deleted, r.id))
+                           if r.name.lower() == wanted), None)
+        url = item.values.get("url")
         if not name:
             item.errors["name"] = s3json.REQUIRED
-        elif any(r.name == name and not r.deleted and r is not target
-                 for r in self.repositories.values()):
-            item.errors["name"] = "value already in database"
+        elif url and self.settings.one_repository_per_peer and any(
+                r.url == url and r is not target for r in self.repositories.values()):
+            item.errors["url"] = "Value already in database or empty"
         plan = _RepositoryPlan(item, target)
         for task_raw in s3json.records(raw, "sync_task") or []:
             task = s3json.convert(task_raw, s3json.TASK_FIELDS)
@@ -551,6 +586,7 @@ class Store:
             self.repositories[repository.id] = repository
         for key, value in values.items():
             setattr(repository, key, value if value is not None or key == "url" else "")
+        repository.deleted = False  # a deleted one matched by name comes back
         now = self.now()
         for task_item in plan.tasks:
             task_values = task_item.values
@@ -568,12 +604,14 @@ class Store:
             sched = existing
             if sched is None:
                 sched = SchedulerTask(self._next_id("scheduler_task"),
-                                      sched_item.uuid or new_uuid(),
+                                      sched_item.uuid or str(uuidlib.uuid4()),
                                       str(sched_item.values["function_name"]),
                                       start_time=now, next_run_time=now)
                 self.scheduler[sched.id] = sched
             for key, value in sched_item.values.items():
                 setattr(sched, key, value)
+            if {"start_time", "next_run_time"} & set(sched_item.values):
+                sched.due_at = None
             if "next_run_time" not in sched_item.values and "start_time" in sched_item.values:
                 sched.next_run_time = sched.start_time
             link = JobLink(self._next_id("sync_job"), repository.id, sched.id)
@@ -614,22 +652,62 @@ class Store:
             self.scheduler[job_id].deleted = True
 
     def register_peer(self, body: Any) -> dict[str, Any]:
-        """POST sync/repository/register.json from a peer: a passive repository named
-        after the peer's host (no URL), matched by the peer's uuid."""
+        """POST sync/repository/register.json from a peer (S3Sync.__register): the
+        repository whose uuid is the peer's site uuid, deleted or not, is updated (name,
+        apitype; undeleted): "Registration update successful"; else a passive one (no
+        URL) named after the peer's host is made: "Registration successful". The answer
+        names this site (`sender`); a log row here says `register/incoming`."""
         if not isinstance(body, Mapping) or not body.get("uuid"):
-            raise failed(400, "Invalid registration request")
+            raise failed(400, "No repository identifier specified")
         with self._lock:
             peer_uuid = str(body["uuid"])
             name = str(body.get("name") or peer_uuid)
-            existing = next((r for r in self.repositories.values()
-                             if r.uuid == peer_uuid and not r.deleted), None)
+            faithful = self.settings.one_repository_per_peer
+            existing = next((r for r in sorted(self.repositories.values(), key=lambda r: r.id)
+                             if r.uuid == peer_uuid and (faithful or not r.deleted)), None)
             if existing is None:
                 existing = Repository(self._next_id("sync_repository"), name, peer_uuid,
                                       apitype=str(body.get("apitype") or "eden"))
                 self.repositories[existing.id] = existing
-            existing.last_connected = self.now()
-            return {"status": "success", "statuscode": "200",
-                    "message": "Registration successful"}
+                message = "Registration successful"
+            elif faithful:
+                existing.name, existing.deleted = name, False
+                existing.apitype = str(body.get("apitype") or existing.apitype)
+                message = "Registration update successful"
+            else:
+                message = "Registration successful"
+            self.log.append(LogRow(self._next_id("sync_log"), self.now(), existing.id,
+                                   "none", "register/incoming", "none", SUCCESS, False,
+                                   message))
+            answer = {"status": "success", "statuscode": "200", "message": message}
+            if faithful:
+                answer["sender"] = self.site_uuid
+            return answer
+
+    def take_peer_uuid(self, repository_id: int, sender: str) -> bool:
+        """After a registration: the repository takes the peer's site uuid (Eden's
+        adapter); False if another repository, deleted or not, has it (Eden: a unique
+        constraint fails, HTTP 500)."""
+        with self._lock:
+            clash = any(r.uuid == sender and r.id != repository_id
+                        for r in self.repositories.values())
+            if clash:
+                return False
+            repository = self.repositories.get(repository_id)
+            if repository is not None:
+                repository.uuid = sender
+            return True
+
+    def checkpoint(self) -> Any:
+        """The sync tables as they are (to undo a write Eden would roll back)."""
+        with self._lock:
+            return copy.deepcopy((self.repositories, self.tasks, self.scheduler, self.links,
+                                  self.log, self._ids))
+
+    def restore(self, saved: Any) -> None:
+        with self._lock:
+            (self.repositories, self.tasks, self.scheduler, self.links, self.log,
+             self._ids) = copy.deepcopy(saved)
 
     def write_log(self, repository_id: int, resource_name: str | None, mode: str | None,
                   action: str, result: str, remote: bool, message: str) -> None:
@@ -655,12 +733,16 @@ class Store:
                       if not link.deleted}
             plans = []
             for sched in sorted(self.scheduler.values(), key=lambda s: s.id):
-                due = sched.next_run_time or sched.start_time or now
+                due = sched.due_at or sched.next_run_time or sched.start_time or now
                 if sched.deleted or not sched.enabled or sched.status != "QUEUED" or \
                         sched.function_name != FUNCTION or sched.id not in linked or due > now \
                         or (sched.start_time is not None and sched.start_time > now):
                     continue
                 sched.status, sched.last_run_time = "RUNNING", now
+                # a job web2py runs is due: next_run_time <= its start (the simulated
+                # worker may take it sooner, under max_period)
+                if sched.next_run_time is None or sched.next_run_time > now:
+                    sched.next_run_time = now
                 repository_id = _repository_argument(sched.args)
                 plan = self.run_plan(repository_id, sched.id)
                 if plan is None:
@@ -693,13 +775,16 @@ class Store:
             sched.times_run += 1
             if not ok:
                 sched.times_failed += 1
+            # web2py: next_run_time = the run's start + period, also for a finished job
+            # (seen on Eden built here: a job listing's only trace of when it last ran)
+            started = sched.last_run_time or self.now()
+            sched.next_run_time = started + timedelta(seconds=int(sched.period))
+            sched.due_at = started + timedelta(seconds=max(self.period_of(sched), 1.0))
             if sched.repeats and sched.times_run >= sched.repeats:
                 sched.status = "COMPLETED"
                 return
             if sched.status == "RUNNING":
                 sched.status = "QUEUED"
-            started = sched.last_run_time or self.now()
-            sched.next_run_time = started + timedelta(seconds=max(self.period_of(sched), 1.0))
 
     def set_last_pull(self, task_id: int, value: datetime) -> None:
         with self._lock:

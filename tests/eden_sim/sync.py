@@ -57,9 +57,10 @@ def _unavailable(exc: httpx.HTTPError) -> str:
     return f"Peer repository unavailable ({type(exc).__name__})"
 
 
-async def register(store: Store, registration: Registration) -> None:
+async def register(store: Store, registration: Registration) -> str | None:
     """Register this site at the peer (`POST {url}/sync/repository/register.json`), log
-    the outcome on the repository (no resource)."""
+    the outcome on the repository (no resource, the peer's message); returns the peer's
+    site uuid if its answer names it (`sender`)."""
     url = f"{registration.url.rstrip('/')}/sync/repository/register.json"
     body = {"uuid": store.site_uuid, "name": store.host, "apitype": "eden"}
     try:
@@ -68,13 +69,20 @@ async def register(store: Store, registration: Registration) -> None:
     except httpx.HTTPError as exc:
         store.write_log(registration.repository_id, None, PUSH, "request registration", ERROR,
                         True, _unavailable(exc))
-        return
+        return None
     if response.status_code >= 400:
         store.write_log(registration.repository_id, None, PUSH, "request registration", FATAL,
                         True, _peer_message(response.content, wrap_bytes=False))
-        return
+        return None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    answer = answer if isinstance(answer, dict) else {}
     store.write_log(registration.repository_id, None, PUSH, "request registration", SUCCESS,
-                    False, "Registration successful")
+                    False, str(answer.get("message") or "Registration successful"))
+    sender = answer.get("sender")
+    return str(sender) if sender else None
 
 
 async def run(store: Store, plan: RunPlan) -> None:
@@ -87,13 +95,24 @@ async def run(store: Store, plan: RunPlan) -> None:
             ok = False
             return
         async with _client(plan.username, plan.password) as client:
+            # S3Sync.synchronize (Eden master of 2024): `error` is only reset by a pull,
+            # so after a failed task every following task that does not pull (mode 2 or
+            # 4) is skipped, until a pulling task (mode 1 or 3) runs again; a task whose
+            # pull fails does not push (seen on Eden built here)
+            # (web2py still counts the run as COMPLETED)
+            failed = False
             for task in plan.tasks:
-                if not task.known or task.mode == 4:
-                    continue  # an unknown resource is skipped: no log row, no last_pull
-                if task.mode in (1, 3) and not await _pull(store, plan, task, client):
-                    break  # Eden skips every later task of the run
-                if task.mode in (2, 3) and not await _push(store, plan, task, client):
-                    break
+                if not task.known:
+                    # an unknown resource is skipped: no log row, no last_pull (its "pull"
+                    # answers no error, which clears one)
+                    failed = failed and task.mode not in (1, 3)
+                    continue
+                if task.mode in (1, 3):
+                    failed = not await _pull(store, plan, task, client)
+                if failed:
+                    continue
+                if task.mode in (2, 3):
+                    failed = not await _push(store, plan, task, client)
     finally:
         store.finish_job(plan.scheduler_task_id, ok)
 

@@ -6,9 +6,11 @@ modification time + 1 s) and `msince` (modified_on >= msince)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 FORMAT = "%Y-%m-%dT%H:%M:%S"
+LISTED = "%Y-%m-%d %H:%M:%S"  # how `.json` lists show datetimes (web2py's represent)
 
 
 def now() -> datetime:
@@ -21,8 +23,21 @@ def iso(value: datetime) -> str:
 
 
 def fmt(value: datetime | None) -> str | None:
-    """`iso(value)`, or None."""
-    return None if value is None else iso(value)
+    """A datetime as `.json` lists show it, `2024-05-01 10:00:00` (UTC, a space, no zone;
+    seen on Eden built here), or None. S3XML and `.s3json` use `iso` (with a T)."""
+    return None if value is None else value.astimezone(UTC).strftime(LISTED)
+
+
+def parse_msince(text: str | None) -> datetime | None:
+    """`msince` as Eden's sync.xml reads it: a naive ISO time (UTC); one with a zone
+    (`Z`, `+00:00`) does not parse there and is ignored (seen on Eden built here: then
+    everything is exported)."""
+    if not text:
+        return None
+    raw = text.strip()
+    if raw.endswith("Z") or re.search(r"[+-]\d\d:?\d\d$", raw[10:]):
+        return None
+    return parse(raw)
 
 
 def parse(text: str | None) -> datetime | None:

@@ -5,7 +5,7 @@ swagger, handlers and controllers).
 
 Run it by hand (from the repository root; never prints the password)::
 
-    .venv/bin/python -m tests.harbor_sim --host 127.0.0.1 --port 8780 \\
+    PYTHONPATH=tests .venv/bin/python -m harbor_sim --host 127.0.0.1 --port 8780 \\
         --user admin --password Harbor12345 [--task-seconds 2] \\
         [--seed-artifact library/nginx:1.25 ...] [--no-registry-health-check]
     # -> harbor-sim listening on http://127.0.0.1:8780 (user admin)

@@ -1,14 +1,13 @@
-"""`python -m tests.harbor_sim` (from the repository root) or `python -m harbor_sim`
-(with tests/ on the path): serve a simulated Harbor until SIGTERM or SIGINT."""
+"""`PYTHONPATH=tests python -m harbor_sim` (from the repository root): serve a simulated
+Harbor until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
-from types import FrameType
+
+from simkit.run import serve_until_signal
 
 from .server import HarborSimulator
 
@@ -25,7 +24,7 @@ def _split_artifact(text: str) -> tuple[str, str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.harbor_sim",
+    parser = argparse.ArgumentParser(prog="python -m harbor_sim",
                                      description="Harbor v2.0 API simulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8780, help="0 picks a free port")
@@ -52,20 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         sim.store.set_registry_health_check(False)
     for project, repository, tag in args.seed_artifact:
         sim.store.push_artifact(project, repository, tag)
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    sim.start()
-    print(f"harbor-sim listening on {sim.url} (user {sim.username})", flush=True)
-    try:
-        stopping.wait()
-    finally:
-        sim.stop()
-    return 0
+    return serve_until_signal(
+        sim, lambda: f"harbor-sim listening on {sim.url} (user {sim.username})")
 
 
 if __name__ == "__main__":

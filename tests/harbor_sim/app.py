@@ -4,7 +4,6 @@ and X-Request-Id, plus injected faults and the request log; and the /_sim contro
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -22,6 +21,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from simkit.auth import basic_credentials
+from simkit.faults import RequestRecord
+
 from . import query, views
 from .errors import (
     CODE_BY_STATUS,
@@ -33,7 +35,6 @@ from .errors import (
     precondition,
     unauthorized,
 )
-from .faults import RequestRecord
 from .store import REGISTRY_TYPES, Project, Registry, Robot, Store, validate_http_url
 
 API = "/api/v2.0"
@@ -50,21 +51,9 @@ class Principal:
         return self.kind != "anonymous"
 
 
-def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic" or not encoded:
-        return None
-    try:
-        username, sep, password = base64.b64decode(encoded.strip()).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return (username, password) if sep else None
-
-
 def authenticate(store: Store, request: Request) -> Principal:
     """Wrong credentials make the request anonymous, as in Harbor's security middleware."""
-    credentials = _basic_credentials(request)
+    credentials = basic_credentials(request)
     if credentials is None:
         return Principal("anonymous")
     username, password = credentials
@@ -835,7 +824,7 @@ class HarborMiddleware:
         request = Request(scope)
         method, path = scope["method"], scope["path"]
         request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
-        credentials = _basic_credentials(request)
+        credentials = basic_credentials(request)
         session = request.cookies.get(SESSION_COOKIE) or None
         new_session = None if session and self.store.known_session(session) \
             else self.store.new_session()

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from simkit.faults import Faults, RequestLog
+
 from . import cron as cronlib
 from .errors import (
     HarborError,
@@ -29,7 +31,6 @@ from .errors import (
     not_found,
     precondition,
 )
-from .faults import Faults, RequestLog
 from .matching import glob_match, is_literal
 
 ROBOT_PREFIX = "robot$"

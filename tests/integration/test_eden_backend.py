@@ -211,6 +211,73 @@ async def _synced(backend: EdenBackend, request: ReplicationRequest) -> Observat
     return seen if seen.reason == "Synced" and seen.progress.docs_written else None
 
 
+async def test_a_pull_and_a_push_between_two_edens_share_edens_one_repository_per_peer(
+        ns: str) -> None:
+    """Two simulators with Eden's one-repository-per-peer rules (seen on Eden built from
+    master of 2024): the push side takes over the repository the pull side's
+    registration made there (a second one would be a 500), the pull side finds its
+    repository by URL after that registration renamed it, both sync, and deletion
+    removes both; a Replication made again brings the deleted repository back."""
+    from eden_sim import EdenSimulator
+    rig = Rig()
+    with EdenSimulator(email="admin@one.example", password="one-pw") as one_sim, \
+            EdenSimulator(email="admin@two.example", password="two-pw") as two_sim:
+        for sim in (one_sim, two_sim):
+            sim.store.set_settings(max_period=1)
+        one, two = settings(one_sim, ns, "one"), settings(two_sim, ns, "two")
+        organisation(one_sim, f"{ns} pulled")
+        organisation(one_sim, f"{ns} pushed office", table="org/office")
+        pulling, pushing = rig.backend(two), rig.backend(one)
+        pull = replication(ns, "pull", one, two)
+        push = replication(ns, "push", one, two, OFFICE)
+        await reconcile(pulling, pull)
+        two_host = two_sim.url.split("//")[1].split("/")[0]
+        assert [r["name"] for r in http(one_sim).get("sync/repository.json").json()] == \
+            [two_host], "two registered at one"
+        await reconcile(pushing, push)
+        (taken,) = http(one_sim).get("sync/repository.json").json()
+        assert taken["name"] == f"dbops.{ns}.two" and taken["uuid"] == two_sim.store.site_uuid
+        one_host = one_sim.url.split("//")[1].split("/")[0]
+        assert [r["name"] for r in http(two_sim).get("sync/repository.json").json()] == \
+            [one_host], "one's registration renamed two's repository"
+        await until(lambda: _synced_or_scheduled(pulling, pull), what="the pull")
+        await until(lambda: _synced(pushing, push), what="the push")
+        assert f"{ns} pulled" in names(two_sim)
+        assert f"{ns} pushed office" in names(two_sim, "org/office")
+        verb, seen = await reconcile(pulling, pull, spec_changed=False)
+        assert verb is Verb.NOTHING and seen.up_to_date, seen.differences
+
+        await pulling.delete(f"{ns}.pull", None)
+        await pushing.delete(f"{ns}.push", None)
+        assert http(two_sim).get("sync/repository.json").json() == []
+        assert http(one_sim).get("sync/repository.json").json() == []
+        await reconcile(pulling, pull)
+        await until(lambda: _synced_or_scheduled(pulling, pull), what="the pull made again")
+        await rig.aclose()
+
+
+async def test_a_repository_for_the_peer_made_by_hand_is_not_taken_over(ns: str) -> None:
+    """Eden allows one repository per peer URL (seen on Eden built from master of 2024):
+    one made by hand under another name is left alone and the refusal says why."""
+    from eden_sim import EdenSimulator
+    rig = Rig()
+    with EdenSimulator(email="admin@one.example", password="one-pw") as one_sim, \
+            EdenSimulator(email="admin@two.example", password="two-pw") as two_sim:
+        answer = http(two_sim).post("sync/repository.s3json", json={"$_sync_repository": [
+            {"name": "by hand", "url": one_sim.url, "username": one_sim.email,
+             "password": one_sim.password}]}).json()
+        assert answer["created"], answer
+        one, two = settings(one_sim, ns, "one"), settings(two_sim, ns, "two")
+        with pytest.raises(PermanentBackendError) as caught:
+            await reconcile(rig.backend(two), replication(ns, "pull", one, two))
+        assert "url: Value already in database" in caught.value.message
+        assert "one sync repository per peer URL" in caught.value.message
+        assert "one-pw" not in caught.value.message
+        assert [r["name"] for r in http(two_sim).get("sync/repository.json").json()] == \
+            ["by hand"]
+        await rig.aclose()
+
+
 async def test_push_and_two_way(rig: Rig, eden_a: Any, eden_b: Any, ns: str) -> None:
     a, b = settings(eden_a, ns, "eden-a"), settings(eden_b, ns, "eden-b")
     organisation(eden_a, f"{ns} pushed", "org/office")
@@ -269,6 +336,10 @@ async def test_an_unknown_resource_is_refused_before_anything_is_written(
         assert caught.value.message.startswith(f"spec.source.database {resource!r}")
         assert where in caught.value.message
     assert writes(eden_b) == [] and repository(eden_b, f"dbops.{ns}.eden-a") is None
+    checks = [r.query for r in eden_b.store.requests.list()
+              if r.path.endswith("/sync/sync.xml")]
+    assert checks and all("msince=" in q and not q.endswith("Z") and "Z&" not in q
+                          for q in checks), "Eden ignores an msince with a zone"
 
 
 async def test_wrong_peer_logins(rig: Rig, eden_a: Any, eden_b: Any, ns: str) -> None:
@@ -289,6 +360,9 @@ async def test_wrong_peer_logins(rig: Rig, eden_a: Any, eden_b: Any, ns: str) ->
     request = replication(ns, "later", peer, b)
     await reconcile(backend, request)
     await until(lambda: _synced_or_scheduled(backend, request), what="a first sync")
+    # a peer that refuses anonymous reads (under Eden's default policy the pull would go
+    # on anonymously: seen on Eden built from master of 2024)
+    eden_a.store.set_settings(strict_policy=True)
     eden_a.store.add_user(peer_user, "changed-pw", admin=True)  # the peer changed it
     seen = await until(lambda: _phase(backend, request, ERROR), what="the failed pull")
     assert seen.reason == "PeerUnauthorized"
@@ -369,13 +443,18 @@ async def test_a_shared_repository_conflicts_and_deletion(rig: Rig, eden_a: Any,
 
 async def test_a_task_after_a_failed_one_reports_it_did_not_run(
         rig: Rig, eden_a: Any, eden_b: Any, ns: str) -> None:
+    """Pushes: Eden skips the tasks after a failed one that do not pull (a pulling task
+    would run again: seen on Eden built from master of 2024)."""
     a, b = settings(eden_a, ns, "eden-a"), settings(eden_b, ns, "eden-b")
-    backend = rig.backend(b)
+    organisation(eden_a, f"{ns} pushed org")
+    organisation(eden_a, f"{ns} pushed office", table="org/office")
+    backend = rig.backend(a)
     first, second = replication(ns, "first", a, b), replication(ns, "second", a, b, OFFICE)
     await reconcile(backend, first)
     await reconcile(backend, second)
     await until(lambda: _synced_or_scheduled(backend, second), what="both synced once")
-    eden_a.store.faults.add_fault(500, count=1000, path_prefix="/eden/sync/sync.xml")
+    eden_b.store.faults.add_fault(500, count=1000, path_prefix="/eden/sync/sync.xml",
+                                  method="POST")
     seen = await until(lambda: _phase(backend, second, ERROR), what="the skipped task")
     assert seen.reason == "NotRun" and f"{OFFICE} did not run" in seen.message
     assert ORG in seen.message and "skips the later tasks" in seen.message
@@ -386,10 +465,15 @@ async def test_observation_is_batched_per_server(rig: Rig, eden_a: Any, eden_b: 
                                                  ns: str) -> None:
     b = settings(eden_b, ns, "eden-b")
     backend = rig.backend(b)
-    requests = [replication(ns, f"r{i}", settings(eden_a, ns, peer), b, resource)
+    # two peers: Eden keeps one repository per peer URL, so the second is the same
+    # simulator under another host name
+    a2 = dataclasses.replace(settings(eden_a, ns, "eden-a2"),
+                             url=eden_a.url.replace("127.0.0.1", "localhost"))
+    requests = [replication(ns, f"r{i}", peer, b, resource)
                 for i, (peer, resource) in enumerate(
-                    [("eden-a", ORG), ("eden-a", OFFICE), ("eden-a", PERSON),
-                     ("eden-a2", ORG), ("eden-a2", OFFICE)])]
+                    [(settings(eden_a, ns, "eden-a"), ORG),
+                     (settings(eden_a, ns, "eden-a"), OFFICE),
+                     (settings(eden_a, ns, "eden-a"), PERSON), (a2, ORG), (a2, OFFICE)])]
     for request in requests:
         await reconcile(backend, request)
     eden_b.store.requests.clear()
@@ -398,12 +482,12 @@ async def test_observation_is_batched_per_server(rig: Rig, eden_a: Any, eden_b: 
     gets = [r.path for r in eden_b.store.requests.list() if r.method == "GET"]
     listed = [p for p in gets if p.endswith("/sync/repository.json")]
     logs = [p for p in gets if p.endswith("/sync/log.json")]
-    assert len(listed) == 1 and len(logs) == 1, gets
+    assert len(listed) == 1 + 2 and len(logs) == 1, "the list, and one look-up per peer URL"
     per_repository = [p for p in gets if p.endswith(("/task.json", "/job.json"))]
     own = [r for r in http(eden_b).get("sync/repository.json").json()
            if r["name"].startswith("dbops.")]
     assert len(per_repository) == 2 * len(own), "tasks and jobs: one read each per repository"
-    assert len(gets) == 2 + 2 * len(own), "nothing per Replication"
+    assert len(gets) == 2 + 2 + 2 * len(own), "nothing per Replication"
 
 
 async def test_suspend_disables_the_job(rig: Rig, eden_a: Any, eden_b: Any, ns: str) -> None:

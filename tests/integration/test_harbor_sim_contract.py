@@ -1059,10 +1059,10 @@ async def test_restart_on_the_same_port_keeps_state() -> None:
 
 def test_command_line_serves_until_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.harbor_sim", "--port", "0", "--user", "admin",
+        [sys.executable, "-m", "harbor_sim", "--port", "0", "--user", "admin",
          "--password", "Cli-Secret-1", "--seed-artifact", "library/nginx:1.25"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT / "tests")})
     try:
         assert process.stdout is not None
         selector = selectors.DefaultSelector()

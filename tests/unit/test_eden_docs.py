@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from replication_operator.backends.eden import docs
+from replication_operator.backends.eden.backend import about_version
 from replication_operator.credentials import Credentials
 from replication_operator.errors import PermanentBackendError, SpecError
 from replication_operator.http import ServerSettings
@@ -163,3 +164,13 @@ def test_repository_differences_compare_the_password_without_showing_it() -> Non
     assert docs.repository_differences(record, want) == []
     changed = docs.repository_differences({**record, "password": "other"}, want)
     assert changed == ["repository.password"]
+
+
+def test_the_version_is_read_from_edens_about_page() -> None:
+    """default/about as Eden built from master of 2024 shows it (its label is the
+    deployment's short system name)."""
+    html = ('<tr class="odd"><td><strong>Core Components</strong></td><td><strong>Version'
+            '</strong></td></tr><tr><td>Sahana</td><td>eden-dev-73981fd80 (2022-05-20 '
+            '14:18:14)</td></tr><tr class="odd"><td>Web Server</td><td>Rocket 1.2.6</td>')
+    assert about_version(html) == "eden-dev-73981fd80 (2022-05-20 14:18:14)"
+    assert about_version("<html>About</html>") == "unknown"

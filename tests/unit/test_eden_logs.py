@@ -3,7 +3,7 @@ executions (with the tasks Eden skipped after a failed one)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from replication_operator.backends.base import COMPLETED, ERROR, FAILED, PENDING, RUNNING
@@ -190,3 +190,32 @@ def test_followed_runs_end_where_the_next_run_starts_and_unknown_ones_are_gone()
     newest = results[0].execution
     assert newest.id > old and newest.status == "Failed"
     assert gone == {lost}
+
+
+def test_the_last_run_is_next_run_time_minus_period_where_job_json_omits_it() -> None:
+    """Eden's job.json has no last_run_time (seen on Eden built from master of 2024);
+    web2py sets next_run_time to the run's start + period when it takes the job."""
+    listed = {"id": 7, "task_name": "dbops.repl:t/o:org_organisation", "period": 600,
+              "start_time": at(0), "next_run_time": at(604), "times_run": 1,
+              "times_failed": 0, "status": "COMPLETED", "repeats": 1, "enabled": True}
+    assert logs.last_run(listed) == T0 + timedelta(seconds=4)
+    assert logs.last_run({**listed, "status": "QUEUED", "times_run": 0,
+                          "next_run_time": at(0)}) is None, "not run yet"
+    assert logs.last_run({**listed, "status": "FAILED", "times_run": 0,
+                          "times_failed": 1}) == T0 + timedelta(seconds=4)
+    assert logs.last_run({**listed, "status": "RUNNING", "times_run": 0,
+                          "next_run_time": at(2)}) == T0 + timedelta(seconds=2)
+    rows = [row(1, 5, ORG, "success", "Data imported successfully (2 records)")]
+    seen = observe(rows, listed, continuous=False)
+    assert (seen.phase, seen.progress.docs_written) == (COMPLETED, 2)
+
+
+def test_a_one_shot_the_scheduler_timed_out_says_so() -> None:
+    """A run web2py's scheduler ended (TIMEOUT after a hang: seen on Eden built from
+    master of 2024) is not a resource Eden skipped."""
+    hung = {"id": 7, "task_name": "dbops.repl:t/o:org_organisation", "period": 300,
+            "start_time": at(0), "next_run_time": at(302), "times_run": 0,
+            "times_failed": 1, "status": "TIMEOUT", "timeout": 600, "repeats": 1}
+    seen = observe([], hung, continuous=False)
+    assert (seen.phase, seen.reason) == (FAILED, "RunFailed")
+    assert "TIMEOUT" in seen.message and "600" in seen.message

@@ -189,3 +189,6 @@ def test_a_job_that_never_existed_is_not_drift_after_a_failed_first_reconcile() 
     running = status_for(Observation(exists=True, phase=RUNNING, reason="Running"))
     later_outage = status_for(error=TransientBackendError("down"), previous=running)
     assert later_outage["externalName"] == "ns.rep" and job_was_seen(later_outage)
+    # a job removed by hand before it first ran was still seen on the server
+    waiting = status_for(Observation(exists=True, phase=PENDING, reason="Pending"))
+    assert job_was_seen(waiting)

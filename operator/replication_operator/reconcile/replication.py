@@ -74,9 +74,13 @@ class OwnershipConflict(BackendError):
 
 
 def job_was_seen(previous_status: Mapping[str, Any]) -> bool:
-    """Status says the job existed on the server (so finding it gone is drift)."""
+    """Status says the job existed on the server (so finding it gone is drift).
+
+    `externalName` is written only once the job was on the server; a job that had not
+    started yet (Pending) counts too. Suspended is left out: suspending removes the job
+    on servers that cannot pause one."""
     return bool(previous_status.get("externalName")) and \
-        previous_status.get("phase") not in (None, PENDING, SUSPENDED)
+        previous_status.get("phase") not in (None, SUSPENDED)
 
 
 def plan(*, key: str, external_name: str, seen: Observed, suspend: bool,

@@ -22,7 +22,9 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
+from urllib.parse import urlsplit
 
 from replication_operator.backends.base import (
     Endpoint,
@@ -35,32 +37,68 @@ from replication_operator.backends.eden import docs, logs
 from replication_operator.backends.eden.schedule import fixed_schedule
 from replication_operator.backends.policies import FailedTask, PolicyObservation, PolicyRequest
 from replication_operator.backends.snapshot import Snapshot
-from replication_operator.errors import PermanentBackendError, SpecError
+from replication_operator.errors import (
+    PermanentBackendError,
+    SpecError,
+    TransientBackendError,
+)
 from replication_operator.http import ServerConnection, ServerSettings
 
 ConnectionFor = Callable[[ServerSettings], ServerConnection]
 REPOSITORIES = "/sync/repository"
 MAX_REMEMBERED = 500  # executions whose failed tasks are kept for failed_tasks()
 FINISHED = ("COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED")
-_VERSION = re.compile(r"Eden\s+Version\s*:?\s*([^\s<][^\s<]*)", re.I)
+# default/about: a row "Core Components | Version", then "<system name> | <Eden's VERSION
+# file>", e.g. "Sahana | eden-dev-73981fd80 (2022-05-20 14:18:14)" (seen on Eden built
+# from master of 2024); the label is the deployment's short system name
+_ROW = re.compile(r"<tr[^>]*>(.*?)</tr>", re.I | re.S)
+_CELL = re.compile(r"<td[^>]*>(.*?)</td>", re.I | re.S)
 _TAG = re.compile(r"<[^>]+>")
+# an import body that names the table and holds no record: a write check that imports
+# nothing (an empty object is refused, 400 "Invalid source", on a real Eden)
+PROBE_BODY: dict[str, list[Any]] = {"$_sync_repository": []}
 
 
 @dataclass
 class EdenState:
-    """The operator's repositories on one server, with tasks, jobs and log rows."""
+    """The operator's repositories on one server, with tasks, jobs and log rows.
+
+    Eden keeps one repository per peer: its `url` is unique, and a peer's registration
+    renames the repository it finds by uuid after the peer's host (seen on Eden built
+    from master of 2024). So the operator's repository for a peer is the one with the
+    peer's URL that has the operator's name for it or the peer's host as name (renamed
+    by the peer); a repository with that URL and another name (another namespace's, or
+    made by hand) is not taken over."""
 
     repositories: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name
+    by_url: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by peer URL
+    listed: list[dict[str, Any]] = field(default_factory=list)  # every repository
+    urls: frozenset[str] = frozenset()  # the peer URLs asked for
     tasks: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # by repository id
     jobs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     rows: dict[int, list[logs.LogRow]] = field(default_factory=dict)
+
+    def repository(self, plan: Plan) -> dict[str, Any] | None:
+        rows = self.by_url.get(peer_url(plan.peer), [])
+        return next((r for r in rows if r.get("name") == plan.repository), None) or \
+            next((r for r in self.renamed() if r in rows), None) or \
+            self.repositories.get(plan.repository)
+
+    def renamed(self) -> list[dict[str, Any]]:
+        """Repositories for a peer that the peer's registration named after its host."""
+        return [r for url, rows in self.by_url.items() for r in rows
+                if r.get("name") == urlsplit(url).netloc]
+
+    def owned(self) -> dict[int, dict[str, Any]]:
+        """The repositories the operator made or took over, by id."""
+        return {int(r["id"]): r for r in [*self.repositories.values(), *self.renamed()]}
 
     def task(self, repository_id: int, resource: str) -> dict[str, Any] | None:
         return next((t for t in self.tasks.get(repository_id, [])
                      if t.get("resource_name") == resource), None)
 
-    def owned(self, repository_id: int, owner: str, kinds: Collection[str]
-              ) -> list[tuple[dict[str, Any], docs.Marker]]:
+    def owned_jobs(self, repository_id: int, owner: str, kinds: Collection[str]
+                   ) -> list[tuple[dict[str, Any], docs.Marker]]:
         out = []
         for job in self.jobs.get(repository_id, []):
             found = docs.parse_marker(job.get("task_name"))
@@ -77,6 +115,10 @@ class EdenState:
                 for resource in found.resources:
                     out.setdefault(resource, set()).add(owner_label(found.kind, found.owner))
         return out
+
+
+def peer_url(peer: ServerSettings) -> str:
+    return peer.base_url.rstrip("/")
 
 
 def owner_label(kind: str, owner: str) -> str:
@@ -122,15 +164,27 @@ class EdenBackend:
         self._credentials: dict[str, dict[str, str]] = {}  # repository → owner → fingerprint
         # resources a server confirmed, per URL and login (the check proves the login too)
         self._known: dict[ServerSettings, set[str]] = {}
+        self._logins: set[ServerSettings] = set()  # peer logins a write check accepted
+        self._peer_urls: set[str] = set()  # peers whose repository observation looks up
         self._last: dict[str, Plan] = {}  # owner → last plan (deletion without a job)
         self._failed: dict[int, list[FailedTask]] = {}  # execution id → its failed tasks
+
+    async def _state_for(self, plan: Plan, max_age: float) -> EdenState:
+        """The snapshot, taken (again) if it did not look for this plan's peer yet."""
+        url = peer_url(plan.peer)
+        self._peer_urls.add(url)
+        state = await self._state.get(max_age)
+        if url not in state.urls:
+            self._state.invalidate()
+            state = await self._state.get(0)
+        return state
 
     # -- server ----------------------------------------------------------------------
 
     async def probe(self) -> ServerInfo:
         """A write an anonymous user cannot make (a body without records: Eden imports
         nothing), since a wrong password on a read silently becomes anonymous."""
-        response = await self.conn.request("POST", f"{REPOSITORIES}.s3json", json={},
+        response = await self.conn.request("POST", f"{REPOSITORIES}.s3json", json=PROBE_BODY,
                                            allow=(401, 403))
         if response.status_code == 401:
             raise PermanentBackendError(
@@ -150,9 +204,8 @@ class EdenBackend:
                                         "Eden's sync module (POST sync/repository.s3json)",
                                         code="WrongServerType")
         about = await self.conn.request("GET", "/default/about", allow=range(300, 600))
-        text = _TAG.sub(" ", about.text) if about.status_code == 200 else ""
-        match = _VERSION.search(text)
-        return ServerInfo("Sahana Eden", match[1] if match else "unknown")
+        return ServerInfo("Sahana Eden", about_version(about.text)
+                          if about.status_code == 200 else "unknown")
 
     def replications(self) -> EdenBackend:
         return self
@@ -172,11 +225,21 @@ class EdenBackend:
     # -- observation -------------------------------------------------------------------
 
     async def _fetch(self) -> EdenState:
-        listed = (await self.conn.request("GET", f"{REPOSITORIES}.json")).json() or []
+        listed = list((await self.conn.request("GET", f"{REPOSITORIES}.json")).json() or [])
+        urls = frozenset(self._peer_urls)
         state = EdenState(repositories={
             str(r.get("name")): r for r in listed
-            if str(r.get("name") or "").startswith(docs.REPOSITORY_PREFIX)})
-        ids = [int(r["id"]) for r in state.repositories.values()]
+            if str(r.get("name") or "").startswith(docs.REPOSITORY_PREFIX)},
+            listed=listed, urls=urls)
+
+        async def by_url(url: str) -> None:
+            # the list does not show urls, but filters on them (one request per peer)
+            rows = (await self.conn.request("GET", f"{REPOSITORIES}.json",
+                                            params={"~.url": url})).json() or []
+            state.by_url[url] = list(rows)
+
+        await asyncio.gather(*(by_url(u) for u in sorted(urls)))
+        ids = sorted(state.owned())
 
         async def components(repository_id: int) -> None:
             for name, into in (("task", state.tasks), ("job", state.jobs)):
@@ -267,7 +330,9 @@ class EdenBackend:
         a word: ask both servers first (`sync/sync.xml` answers 400 to an unknown one)."""
         checks = [(self.conn, "the job server"),
                   (self._connection_for(plan.peer), f"peer {plan.peer_name}")]
-        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self._check_peer_login(checks[1][0], plan)
+        # naive UTC: Eden ignores an msince with a zone ("...Z") and exports everything
+        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
         for conn, who in checks:
             known = self._known.setdefault(conn.settings, set())
             for index, resource in enumerate(plan.resources):
@@ -291,8 +356,30 @@ class EdenBackend:
                         status=400)
                 known.add(resource)
 
+    async def _check_peer_login(self, conn: ServerConnection, plan: Plan) -> None:
+        """The peer login the repository will use, proven by a write check (as `probe`):
+        under Eden's default policy a wrong password reads as anonymous, so a pull check
+        passes and even pulls work, while the registration at the peer and every push
+        fail with 401 (seen on Eden built from master of 2024)."""
+        if conn.settings in self._logins:
+            return
+        response = await conn.request("POST", f"{REPOSITORIES}.s3json", json=PROBE_BODY,
+                                      allow=(401, 403))
+        if response.status_code == 401:
+            raise PermanentBackendError(
+                f"spec.{plan.peer_side}.server: peer {plan.peer_name} refused the login "
+                f"(401 Authentication Required to a write check); the sync repository "
+                f"would log in with it to register and to push", code="PeerUnauthorized",
+                status=401)
+        if response.status_code == 403:
+            raise PermanentBackendError(
+                f"spec.{plan.peer_side}.server: the login for peer {plan.peer_name} may not "
+                f"write sync settings there (403 Insufficient Privileges); registering at "
+                f"the peer needs that", code="PeerForbidden", status=403)
+        self._logins.add(conn.settings)
+
     async def _write_repository(self, method: str, path: str, body: Mapping[str, Any],
-                                expect: str, what: str) -> list[int]:
+                                expect: str | tuple[str, ...], what: str) -> list[int]:
         try:
             response = await self.conn.request(method, path, json=body)
             return docs.check_write(response.json(), expect=expect, what=what)
@@ -305,18 +392,31 @@ class EdenBackend:
         await self._check_resources(plan)
         done: list[str] = []
         async with self._write:
-            state = await self._state.get(0)
-            repository = state.repositories.get(plan.repository)
+            state = await self._state_for(plan, 0)
+            repository = state.repository(plan)
             fields = docs.repository_fields(plan.repository, plan.peer, plan.peer_side)
             if repository is None:
                 tasks = [docs.task_body(r, plan.settings) for r in plan.resources]
-                (created, *_) = await self._write_repository(
-                    "POST", f"{REPOSITORIES}.s3json", docs.create_repository_body(fields, tasks),
-                    "created", f"creating sync repository {plan.repository}")
-                self._verified[created] = plan.fingerprint()
-                done.append(f"created sync repository {plan.repository}")
-                state = await self._state.get(0)
-                repository = state.repositories.get(plan.repository)
+                body = docs.create_repository_body(fields, tasks)
+                passive = await self._registered_by_peer(state, plan)
+                if passive is not None:
+                    # Eden's way: the peer's registration made this server's record of
+                    # it; a second repository for the peer would take the same uuid
+                    # (HTTP 500, and the peer renames its own repository meanwhile)
+                    (made, *_) = await self._write_repository(
+                        "PUT", f"{REPOSITORIES}/{passive['id']}.s3json", body, "updated",
+                        f"taking over sync repository {passive['name']!r}, which peer "
+                        f"{plan.peer_name} registered here")
+                    done.append(f"took over sync repository {passive['name']!r} (registered "
+                                f"here by peer {plan.peer_name}) as {plan.repository}")
+                else:
+                    # "updated": a deleted repository of that name comes back (Eden
+                    # matches an import by name, deleted records too)
+                    (made, *_) = await self._create_repository(body, plan)
+                    done.append(f"created sync repository {plan.repository}")
+                self._verified[made] = plan.fingerprint()
+                state = await self._state_for(plan, 0)
+                repository = state.repository(plan)
                 if repository is None:
                     raise PermanentBackendError(f"sync repository {plan.repository} was "
                                                 f"created but is not listed",
@@ -338,7 +438,7 @@ class EdenBackend:
                                     f"({', '.join(drift)})")
             del fields  # holds the peer password
             repository_id = int(repository["id"])
-            jobs = [j for j, _ in state.owned(repository_id, plan.key, {plan.kind})]
+            jobs = [j for j, _ in state.owned_jobs(repository_id, plan.key, {plan.kind})]
             if docs.job_differences(jobs, repository_id, plan.job):
                 await self._delete_jobs(repository_id, jobs)
                 start = plan.first_run or datetime.now(UTC)
@@ -347,6 +447,65 @@ class EdenBackend:
                     docs.job_body(str(repository["uuid"]), repository_id, plan.job, start),
                     "updated", f"adding the job to sync repository {plan.repository}")
         return done
+
+    async def _registered_by_peer(self, state: EdenState, plan: Plan
+                                  ) -> dict[str, Any] | None:
+        """The repository the peer's own registration made on this server (its sync
+        module names it after the peer's public host, and gives it no URL), if any."""
+        host = urlsplit(plan.peer.base_url).netloc
+        for row in state.listed:
+            if str(row.get("name") or "") != host or int(row["id"]) in state.owned():
+                continue
+            response = await self.conn.request(
+                "GET", f"{REPOSITORIES}/{int(row['id'])}.s3json",
+                params={"mcomponents": "None"}, allow=(404,))
+            records = response.json().get("$_sync_repository") \
+                if response.status_code == 200 and isinstance(response.json(), dict) else None
+            record = records[0] if isinstance(records, list) and records else {}
+            has_url = bool(record.get("url"))
+            del record, records  # a passive repository has no password; still, drop it
+            if not has_url:
+                return row
+        return None
+
+    async def _create_repository(self, body: Mapping[str, Any], plan: Plan) -> list[int]:
+        """POST the repository ("updated": a deleted one of that name comes back, as
+        Eden matches an import by name, deleted records too). Eden answers 500 when its
+        registration at the peer gives the new record the peer's site uuid and another
+        record, deleted or not, already has it: typically the operator's own earlier
+        repository for the peer, deleted after the peer's registration renamed it to
+        the peer's host. Then the same POST under that name brings it back."""
+        what = f"creating sync repository {plan.repository}"
+        host = urlsplit(plan.peer.base_url).netloc
+        try:
+            return await self._write_repository("POST", f"{REPOSITORIES}.s3json", body,
+                                                ("created", "updated"), what)
+        except PermanentBackendError as exc:
+            if "url: " not in exc.message:
+                raise
+            raise PermanentBackendError(
+                f"{exc.message}; Eden keeps one sync repository per peer URL and this "
+                f"server has one for {plan.peer.base_url} that the operator does not own "
+                f"(made by hand, or by another namespace: its name is not {plan.repository}"
+                f" or {host!r})", code=exc.code, status=exc.status) from None
+        except TransientBackendError as exc:
+            if exc.status != 500:
+                raise
+            first = exc
+        records = [{**record, "name": host} for record in body["$_sync_repository"]]
+        try:
+            return await self._write_repository(
+                "POST", f"{REPOSITORIES}.s3json", {"$_sync_repository": records},
+                ("created", "updated"), f"{what} (as {host!r})")
+        except TransientBackendError as exc:
+            if exc.status != 500:
+                raise
+        raise TransientBackendError(
+            f"{what}: {first.message[:300]} (Eden keeps one repository per peer and gives "
+            f"it the peer's site uuid when it registers there, which fails if the server "
+            f"already has a repository with that uuid, e.g. one peer {plan.peer_name} "
+            f"registered here that is not named {host!r}: give that one the URL "
+            f"{plan.peer.base_url} or delete it)", status=500)
 
     async def _delete_jobs(self, repository_id: int, jobs: Iterable[Mapping[str, Any]]) -> None:
         """Delete (not update: an update adds a duplicate link row) each distinct job."""
@@ -363,13 +522,17 @@ class EdenBackend:
         removed: list[str] = []
         fallback = self._last.get(key)
         async with self._write:
-            state = await self._state.get(0)
-            for name, repository in state.repositories.items():
-                repository_id = int(repository["id"])
-                mine = state.owned(repository_id, key, kinds)
+            state = await (self._state_for(fallback, 0) if fallback is not None
+                           else self._state.get(0))
+            fallback_row = state.repository(fallback) if fallback is not None else None
+            renamed = {int(row["id"]) for row in state.renamed()}
+            for repository_id, repository in sorted(state.owned().items()):
+                name = str(repository.get("name") or "")
+                mine = state.owned_jobs(repository_id, key, kinds)
                 resources = {r for _, m in mine for r in m.resources}
-                if not mine and fallback is not None and fallback.repository == name:
-                    resources = set(fallback.resources)
+                if not mine and fallback_row is not None and \
+                        int(fallback_row["id"]) == repository_id:
+                    resources = set(fallback.resources) if fallback is not None else set()
                 if not resources and not mine:
                     continue
                 await self._delete_jobs(repository_id, [j for j, _ in mine])
@@ -386,7 +549,11 @@ class EdenBackend:
                 mine_ids = {int(j["id"]) for j, _ in mine}
                 other_jobs = [j for j in state.jobs.get(repository_id, [])
                               if int(j["id"]) not in mine_ids]
-                if not left and not other_jobs:
+                # one the operator made (a peer's registration may have renamed it
+                # after the peer's host) goes with its last task and job; another
+                # repository for the peer (Eden allows one per URL) is left
+                if not left and not other_jobs and (
+                        name.startswith(docs.REPOSITORY_PREFIX) or repository_id in renamed):
                     await self.conn.request("DELETE", f"{REPOSITORIES}/{repository_id}.json",
                                             allow=(404,))
                     self._verified.pop(repository_id, None)
@@ -458,13 +625,13 @@ class EdenBackend:
         plan = self._replication_plan(request)
         self._last[plan.key] = plan
         self._claim_credentials(plan)
-        state = await self._state.get(max_age)
-        repository = state.repositories.get(plan.repository)
+        state = await self._state_for(plan, max_age)
+        repository = state.repository(plan)
         if repository is None:
             return Observation.absent()
         repository_id = int(repository["id"])
         self._check_claims(state, repository_id, plan)
-        jobs = [j for j, _ in state.owned(repository_id, plan.key, {docs.REPLICATION})]
+        jobs = [j for j, _ in state.owned_jobs(repository_id, plan.key, {docs.REPLICATION})]
         if not jobs:
             return Observation.absent()
         resource = plan.resources[0]
@@ -543,16 +710,16 @@ class EdenBackend:
         plan = self._policy_plan(request)
         self._last[plan.key] = plan
         self._claim_credentials(plan)
-        state = await self._state.get(max_age)
-        repository = state.repositories.get(plan.repository)
+        state = await self._state_for(plan, max_age)
+        repository = state.repository(plan)
         if repository is None:
             return PolicyObservation.absent()
         repository_id = int(repository["id"])
         self._check_claims(state, repository_id, plan)
-        jobs = [j for j, _ in state.owned(repository_id, plan.key, {docs.POLICY})]
+        jobs = [j for j, _ in state.owned_jobs(repository_id, plan.key, {docs.POLICY})]
         if not jobs:
             return PolicyObservation.absent()
-        runs = [j for j, _ in state.owned(repository_id, plan.key, {docs.RUN})]
+        runs = [j for j, _ in state.owned_jobs(repository_id, plan.key, {docs.RUN})]
         results, gone = logs.job_executions(
             jobs=[*jobs[:1], *runs], all_jobs=state.jobs.get(repository_id, []),
             resources=plan.resources, rows=state.rows.get(repository_id, []), follow=follow)
@@ -571,9 +738,11 @@ class EdenBackend:
     async def create_policy(self, request: PolicyRequest) -> str:
         plan = self._policy_plan(request)
         await self._apply(plan)
-        state = await self._state.get(0)
-        repository = state.repositories[plan.repository]
-        jobs = state.owned(int(repository["id"]), plan.key, {docs.POLICY})
+        state = await self._state_for(plan, 0)
+        repository = state.repository(plan)
+        if repository is None:
+            return ""
+        jobs = state.owned_jobs(int(repository["id"]), plan.key, {docs.POLICY})
         return str(jobs[0][0]["id"]) if jobs else ""
 
     async def update_policy(self, request: PolicyRequest, seen: PolicyObservation) -> None:
@@ -589,14 +758,14 @@ class EdenBackend:
         of the policy are removed first (their executions stay in the status)."""
         async with self._write:
             state = await self._state.get(0)
-            for repository in state.repositories.values():
+            for repository in state.owned().values():
                 repository_id = int(repository["id"])
                 for job in state.jobs.get(repository_id, []):
                     found = docs.parse_marker(job.get("task_name"))
                     if str(job.get("id")) != external_id or found is None or \
                             found.kind != docs.POLICY:
                         continue
-                    finished = [j for j, _ in state.owned(repository_id, found.owner,
+                    finished = [j for j, _ in state.owned_jobs(repository_id, found.owner,
                                                           {docs.RUN})
                                 if str(j.get("status")).upper() in FINISHED]
                     await self._delete_jobs(repository_id, finished)
@@ -616,6 +785,18 @@ class EdenBackend:
 
     async def failed_tasks(self, execution_id: int, limit: int) -> list[FailedTask]:
         return self._failed.get(execution_id, [])[:limit]
+
+
+def about_version(html: str) -> str:
+    """Eden's version from its default/about page: the row after "Core Components |
+    Version" (its label is the deployment's short system name); "unknown" if the page
+    does not show it (e.g. where settings.security.version_info is off)."""
+    rows = [[" ".join(_TAG.sub(" ", cell).split()) for cell in _CELL.findall(row)]
+            for row in _ROW.findall(html)]
+    for here, after in pairwise(rows):
+        if here[:1] == ["Core Components"] and len(after) > 1 and after[1]:
+            return after[1]
+    return "unknown"
 
 
 def _user_id(raw: Any) -> int:

@@ -255,8 +255,9 @@ def _errors(tree: Any) -> list[str]:
     return found
 
 
-def check_write(answer: Any, *, expect: str, what: str) -> list[int]:
-    """The ids Eden says it `expect`-ed ("created" / "updated"); an error otherwise.
+def check_write(answer: Any, *, expect: str | tuple[str, ...], what: str) -> list[int]:
+    """The ids Eden says it `expect`-ed ("created" / "updated", or the first of several
+    that it names); an error otherwise.
 
     Validation errors arrive as HTTP 200 with `"status": "failed"`; a write Eden did
     not understand is a "success" that created and updated nothing."""
@@ -270,10 +271,11 @@ def check_write(answer: Any, *, expect: str, what: str) -> list[int]:
             f"{what}: Eden refused it ({message}{': ' + details if details else ''})",
             code="ValidationError", status=int(str(answer.get("statuscode") or 400))
             if str(answer.get("statuscode") or "").isdigit() else 400)
-    ids = answer.get(expect) or []
+    keys = (expect,) if isinstance(expect, str) else expect
+    ids: Any = next((answer[k] for k in keys if answer.get(k)), [])
     if not isinstance(ids, list) or not ids:
         raise PermanentBackendError(
-            f"{what}: Eden answered success but {expect} nothing (records: "
+            f"{what}: Eden answered success but {' or '.join(keys)} nothing (records: "
             f"{answer.get('records', 0)}); the write was ignored", code="NotWritten")
     return [int(i) for i in ids if str(i).isdigit()]
 

@@ -2,8 +2,8 @@
 
 `sync_log` is the only reliable record of a run (`BACKENDS.md` §4): one row per action
 (`fetch`, `import`, `send`, `request registration`), result `success | warning |
-error | fatal`, Eden's message. A run of a repository starts at its job's
-`last_run_time`; the rows from then until the next run belong to it. Within a run
+error | fatal`, Eden's message. A run of a repository starts at its job's last run
+time (see `last_run`); the rows from then until the next run belong to it. Within a run
 Eden skips every task after a failed one, so a task without a row in a run that had a
 failure "did not run", and the status says which task failed.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from replication_operator.backends.base import (
@@ -38,6 +38,7 @@ from replication_operator.backends.policies import (
 FAILURES = ("error", "fatal")
 _RECORDS = re.compile(r"\((\d+) records?\b")
 _IDLE = ("QUEUED", "COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED")
+_ENDED = ("COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED")
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -167,9 +168,39 @@ def outcome(rows: Sequence[LogRow], resource: str, *, one_run: bool = True) -> O
     return Outcome("none")
 
 
+def last_run(job: Mapping[str, Any]) -> datetime | None:
+    """When the job last started a run. Eden's `job.json` does not list web2py's
+    `last_run_time` (not readable; seen on Eden built from master of 2024), but web2py
+    sets `next_run_time` to the run's start + `period` when it takes the job, also for
+    one that then completes: so after a run the start is `next_run_time - period`. While
+    the worker runs it (RUNNING) the run started at or after `next_run_time`; before its
+    first run (or ASSIGNED to a worker for it) it has no run to show."""
+    listed = parse_time(job.get("last_run_time"))
+    if listed is not None or "last_run_time" in job:
+        return listed
+    scheduled = parse_time(job.get("next_run_time"))
+    if scheduled is None:
+        return None
+    status = _status(job)
+    if status == "RUNNING":
+        return scheduled
+    ran = _times_run(job) + _count(job.get("times_failed"))
+    if ran == 0 and status != "COMPLETED":
+        return None
+    period = _count(job.get("period"))
+    return scheduled - timedelta(seconds=period)
+
+
+def _count(value: Any) -> int:
+    try:
+        return int(str(value if value is not None else 0))
+    except ValueError:
+        return 0
+
+
 def run_starts(jobs: Iterable[Mapping[str, Any]]) -> list[datetime]:
     """When the repository's jobs last started a run, oldest first."""
-    starts = {parse_time(j.get("last_run_time")) for j in jobs}
+    starts = {last_run(j) for j in jobs}
     return sorted(s for s in starts if s is not None)
 
 
@@ -211,8 +242,8 @@ def observe_replication(*, resource: str, rows: Sequence[LogRow], job: Mapping[s
     if continuous:
         result = current_outcome(rows, jobs, resource)
     else:
-        start = parse_time(job.get("last_run_time"))
-        if start is None or (_times_run(job) == 0 and _status(job) != "COMPLETED"):
+        start = last_run(job)
+        if start is None or (_times_run(job) == 0 and _status(job) not in _ENDED):
             seen.phase, seen.reason = PENDING, "Queued"
             seen.message = f"one-shot sync of {resource} waits for Eden's scheduler"
             return seen
@@ -248,6 +279,13 @@ def observe_replication(*, resource: str, rows: Sequence[LogRow], job: Mapping[s
         next_run = iso(parse_time(job.get("next_run_time")))
         seen.message = f"waiting for the first sync of {resource}" + \
             (f" (next run {next_run})" if next_run else "")
+    elif _status(job) in ("TIMEOUT", "FAILED", "STOPPED", "EXPIRED"):
+        # the scheduler's own verdict: e.g. a run that hung until its timeout (seen on
+        # Eden built here: web2py's forked task process stuck opening sqlite)
+        seen.phase, seen.reason = FAILED, "RunFailed"
+        seen.message = (f"Eden's scheduler ended the one-shot run with status "
+                        f"{_status(job)} (timeout {job.get('timeout')} s) before any "
+                        f"sync_log row for {resource}")
     else:
         seen.phase, seen.reason = FAILED, "NotSynced"
         seen.message = (f"the one-shot run finished without syncing {resource} (no sync_log "
@@ -332,9 +370,10 @@ def job_executions(*, jobs: Sequence[Mapping[str, Any]], all_jobs: Sequence[Mapp
     results: dict[int, ExecutionResult] = {}
     for job in jobs:
         manual = str(job.get("task_name") or "").startswith("dbops.run:")
-        started = parse_time(job.get("last_run_time"))
+        started = last_run(job)
         status = _status(job)
-        if manual and (started is None or _times_run(job) == 0) and status == "QUEUED":
+        if manual and (started is None or _times_run(job) == 0) and \
+                status in ("QUEUED", "ASSIGNED"):
             planned = parse_time(job.get("start_time"))
             if planned is None:
                 continue

@@ -1,7 +1,7 @@
-"""Injected faults and latency, and the log of every request under /eden.
+"""Injected faults and latency, and the log of every request a simulator answers.
 
 The log keeps method, path, query, status, time and user only: never a body (bodies
-carry peer passwords)."""
+carry passwords)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ FAULT_STATUSES = (500, 502, 503, 504, 429)
 
 @dataclass
 class Fault:
-    """Answer the next `count` matching requests with `status`."""
+    """Answer the next `count` matching requests with `status` (in the server's error body)."""
 
     status: int
     count: int = 1
     retry_after: int | None = None
-    path_prefix: str | None = None  # e.g. "/eden/sync/log"
+    path_prefix: str | None = None  # e.g. "/api/v2.0/replication", "/eden/sync/log"
     method: str | None = None
 
     def applies(self, method: str, path: str) -> bool:
@@ -50,6 +50,7 @@ class RequestRecord:
     status: int
     time: str
     user: str
+    session: bool = False  # the request carried the server's session cookie
 
 
 class Faults:
@@ -113,7 +114,7 @@ class Faults:
 
 
 class RequestLog:
-    """Every request under /eden: method, path (no query), query string, status, user."""
+    """Every request to the API: method, path (no query), query string, status, user."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
