@@ -218,3 +218,31 @@ def test_a_replication_whose_token_is_gone_can_still_be_deleted(
         assert inventory(servers, kube.ns).empty()
     finally:
         proc.stop()
+
+
+def test_a_couchdb_policy_with_a_registry_side_is_refused_naming_the_field(
+        cluster: Any, rel_kube: Kube, servers: Servers, tmp_path: Path) -> None:
+    """Found by the fuzzing: a ReplicationPolicy whose source is a declared registry
+    (Harbor's) and whose target is a CouchDB server is taken by the CouchDB fan-out,
+    which looked its source server up by name before parsing the spec: the handler
+    failed with KeyError 'server' once a minute and the policy never had a Ready
+    condition. Now it is Stalled, InvalidSpec, naming spec.source.registry."""
+    kube = rel_kube
+    kube.apply(*server_manifests(servers, only={"couch-a"}))
+    proc = operator(cluster, tmp_path, kube.ns)
+    proc.start()
+    try:
+        kube.apply(manifest("ReplicationPolicy", "from-registry", {
+            "source": {"databases": ["library/*"],
+                       "registry": {"type": "docker-registry", "url": "http://127.0.0.1:1"}},
+            "target": {"server": "couch-a"}}))
+        stalled = kube.wait_condition("replicationpolicy", "from-registry", "Stalled",
+                                      timeout=90)
+        ready = kube.condition("replicationpolicy", "from-registry", "Ready") or {}
+        assert ready.get("reason") == "InvalidSpec", ready
+        assert "spec.source.registry" in stalled["message"], stalled
+        kube.delete("replicationpolicy", "from-registry")
+        wait_for(lambda: not objects(kube), timeout=60, what="the policy deleted")
+        assert "failed with an exception" not in proc.log_text(), proc.log_tail()
+    finally:
+        proc.stop()
