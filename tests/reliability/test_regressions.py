@@ -4,6 +4,7 @@ server, the real servers, the operator as its own process."""
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from rel_support import (
     secret_data,
     server_manifests,
 )
+
+from fault_proxy import FaultProxy
 
 
 def test_deleting_a_replication_removes_a_replacement_its_status_never_named(
@@ -246,3 +249,42 @@ def test_a_couchdb_policy_with_a_registry_side_is_refused_naming_the_field(
         assert "failed with an exception" not in proc.log_text(), proc.log_tail()
     finally:
         proc.stop()
+
+
+def test_a_replication_deleted_while_its_resync_is_in_flight_goes_at_once(
+        cluster: Any, rel_kube: Kube, servers: Servers, tmp_path: Path) -> None:
+    """Found by the kill -9 loop (deleting all took 63 s, one Replication a minute
+    after the rest, with two `Deleted` Events): kopf removes the finalizer only once
+    the resource's resync timer has exited, and a timer in the middle of a reconcile
+    was looked at again only after kopf's default 60 s (then the deletion handler ran
+    a second time). Here every request to the job server takes 1.5 s (a fault proxy),
+    so a resync is always in flight when the Replication is deleted."""
+    kube = rel_kube
+    prepare_servers(servers)
+    with FaultProxy("127.0.0.1", int(servers.couch_b.port)) as proxy:
+        kube.apply(*server_manifests(servers, only={"couch-a", "couch-b"}),
+                   *server_manifests(servers, urls={"couch-b": proxy.url}, timeout=10,
+                                     only={"couch-b"}, names={"couch-b": "couch-b-px"}))
+        proc = operator(cluster, tmp_path, kube.ns, resync=1.0)
+        proc.start()
+        try:
+            kube.apply(manifest("Replication", "slow", {
+                "server": "couch-b-px", "continuous": True,
+                "source": {"server": "couch-a", "database": "rel-src-0"},
+                "target": {"server": "couch-b", "database": f"rel-{kube.ns}-slow",
+                           "create": True}}))
+            kube.wait_condition("replication", "slow", timeout=90)
+            proxy.delay(1.5)
+            since = time.monotonic()
+            wait_for(lambda: proxy.requests_since(since) or None, timeout=30,
+                     interval=0.05, what="a resync's request on its way")
+            deleted = time.monotonic()
+            kube.delete("replication", "slow")
+            wait_for(lambda: kube.get("replication", "slow") is None, timeout=120,
+                     interval=0.2, what="the Replication gone")
+            took = time.monotonic() - deleted
+            print(f"\ndeleted during a resync in flight: gone after {took:.1f} s")
+            assert took < 20, f"the deletion took {took:.1f} s"
+            assert not inventory(servers, kube.ns).jobs
+        finally:
+            proc.stop()
