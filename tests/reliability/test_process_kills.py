@@ -26,6 +26,7 @@ from rel_support import (
     delete_all,
     inventory,
     new_seed,
+    objects,
     operator,
     ownership_problems,
     prepare_servers,
@@ -69,6 +70,10 @@ def final_checks(kube: Kube, servers: Servers, workload: Workload,
     print(f"{label}: converged {converged:.1f} s after the last start; on the servers: "
           f"{counts}")
     assert not problems, "\n".join(problems)
+    # no credential (the servers' own, the Tokens' current ones) in a status or Event
+    scan_for_values(json.dumps(objects(kube)), values, "status of a resource")
+    events = kube.cluster.kubectl("get", "events", "-n", kube.ns, "-o", "json").stdout
+    scan_for_values(events, values, "Events")
     gone = delete_all(kube)
     left = inventory(servers, kube.ns)
     print(f"{label}: all deleted {gone:.1f} s after the delete; left on the servers: "
