@@ -1,4 +1,5 @@
-"""What every handler shares: settings, the server registry, metrics, locks."""
+"""What every handler shares: settings, the server registry, metrics, locks, and the
+wakers and pace of the objects' background tasks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 
 from replication_operator.config import OperatorConfig
 from replication_operator.metrics import ResourceTally
+from replication_operator.pacing import Pace, Wakers
 from replication_operator.servers import ServerRegistry
 from replication_operator.status import StatusMemory
 
@@ -18,6 +20,8 @@ class OperatorContext:
     servers: ServerRegistry
     tally: ResourceTally = field(default_factory=ResourceTally)
     statuses: StatusMemory = field(default_factory=StatusMemory)
+    wakers: Wakers = field(default_factory=Wakers)
+    pace: Pace = field(default_factory=Pace)
     _locks: defaultdict[str, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock))
     _deleting: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
@@ -29,6 +33,7 @@ class OperatorContext:
     def release(self, uid: str) -> None:
         self._locks.pop(uid, None)
         self.statuses.forget(uid)
+        self.pace.forget(uid)
 
     def begin_deletion(self, uid: str) -> None:
         """From now on a reconcile of this object writes nothing: kopf runs deletion

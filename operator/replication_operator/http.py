@@ -12,12 +12,13 @@ Every backend request goes through `ServerConnection.request`, which
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.cookiejar
 import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -275,10 +276,78 @@ class ServerConnection:
         self._slots = asyncio.Semaphore(settings.max_concurrent)
         self._paused_until = 0.0
         self._observer = observer
+        self._transport = transport
+        self._stream_client: httpx.AsyncClient | None = None  # see stream_lines()
         self.refused: PermanentBackendError | None = None  # see request()
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self._stream_client is not None:
+            await self._stream_client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def stream_lines(self, path: str, *, params: Mapping[str, Any],
+                           read_timeout: float) -> AsyncIterator[AsyncIterator[str]]:
+        """A long-lived GET read line by line (a change feed), counted as one request.
+
+        It has a client of its own, outside the per-server cap: it stays open for hours
+        and must not take a slot from the requests of every resource. Same auth and the
+        same error classes as `request` (a refused credential is not used again); no
+        retry here: the caller reconnects. A break while reading, or no byte for
+        `read_timeout` (the server's heartbeat keeps a healthy feed talking), raises
+        TransientBackendError."""
+        if self.refused is not None:
+            raise self.refused
+        if self._stream_client is None:
+            self._stream_client = httpx.AsyncClient(
+                base_url=self.settings.base_url, verify=_ssl_context(self.settings),
+                transport=self._transport, follow_redirects=False, cookies=NoCookies(),
+                timeout=httpx.Timeout(self.settings.timeout))
+        client = self._stream_client
+        try:
+            headers = await self.auth.headers(self)
+        except BackendError as exc:
+            if exc.status == 401:
+                self.refused = self._refusal(exc)
+                raise self.refused from None
+            raise
+        # identity: a compressing server (PouchDB Server's express) holds gzip output back
+        # until enough has gathered, so neither changes nor heartbeats would come through
+        request = client.build_request(
+            "GET", path, params=params, headers={**headers, "Accept-Encoding": "identity"},
+            timeout=httpx.Timeout(self.settings.timeout, read=read_timeout))
+        started, outcome = time.monotonic(), "error"
+        try:
+            response = await client.send(request, stream=True)
+            outcome = str(response.status_code)
+        except httpx.HTTPError as exc:
+            raise TransientBackendError(f"GET {self._where(path)} failed: cannot connect "
+                                        f"({type(exc).__name__})") from None
+        finally:
+            if self._observer is not None:
+                self._observer(self.settings.key, "GET", outcome, time.monotonic() - started)
+        try:
+            status = response.status_code
+            if status >= 300:
+                await response.aread()
+                failure = classify_status(
+                    status, f"GET {self._where(path)}: HTTP {status} {error_text(response)}")
+                if status == 401 and not await self.auth.invalidate() and \
+                        self.settings.auth_type != "none":
+                    self.refused = self._refusal(failure)
+                    raise self.refused
+                raise failure
+            yield self._lines(response, path)
+        finally:
+            await response.aclose()
+
+    async def _lines(self, response: httpx.Response, path: str) -> AsyncIterator[str]:
+        try:
+            async for line in response.aiter_lines():
+                yield line
+        except httpx.HTTPError as exc:
+            raise TransientBackendError(f"GET {self._where(path)} broke off "
+                                        f"({type(exc).__name__})") from None
 
     async def raw_send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request with no auth, retry or classification (used by auth flows)."""

@@ -39,26 +39,39 @@ def observe_request(server: str, method: str, code: str, seconds: float) -> None
 
 
 class ResourceTally:
-    """Current phase/readiness per object, exported as counts per (kind, phase, ready)."""
+    """Current phase/readiness per object, exported as counts per (kind, phase, ready).
+
+    Counts move by one per change: recounting every object at each reconcile made a
+    resync of N objects cost N² steps (5,000 Replications: 25 million per resync)."""
 
     def __init__(self) -> None:
         self._states: dict[tuple[str, str], tuple[str, str]] = {}
+        self._counts: dict[tuple[str, str, str], int] = {}
 
     def set(self, kind: str, key: str, phase: str, ready: bool) -> None:
-        self._states[(kind, key)] = (phase, "true" if ready else "false")
-        self._export()
+        state = (phase, "true" if ready else "false")
+        before = self._states.get((kind, key))
+        if before == state:
+            return
+        self._states[(kind, key)] = state
+        if before is not None:
+            self._move(kind, before, -1)
+        self._move(kind, state, 1)
 
     def drop(self, kind: str, key: str) -> None:
-        self._states.pop((kind, key), None)
-        self._export()
+        before = self._states.pop((kind, key), None)
+        if before is not None:
+            self._move(kind, before, -1)
 
-    def _export(self) -> None:
-        counts: dict[tuple[str, str, str], int] = {}
-        for (kind, _), (phase, ready) in self._states.items():
-            counts[(kind, phase, ready)] = counts.get((kind, phase, ready), 0) + 1
-        RESOURCES.clear()
-        for labels, count in counts.items():
+    def _move(self, kind: str, state: tuple[str, str], step: int) -> None:
+        labels = (kind, *state)
+        count = self._counts.get(labels, 0) + step
+        if count > 0:
+            self._counts[labels] = count
             RESOURCES.labels(*labels).set(count)
+        else:
+            self._counts.pop(labels, None)
+            RESOURCES.remove(*labels)
 
 
 def serve(port: int) -> None:

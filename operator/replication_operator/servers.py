@@ -134,6 +134,10 @@ class ServerRegistry:
             self._entries[key] = entry
             return entry
 
+    def cached(self, namespace: str, name: str) -> ServerEntry | None:
+        """The entry if it is known already (no API read)."""
+        return self._entries.get(f"{namespace}/{name}")
+
     async def get(self, namespace: str, name: str) -> ServerEntry:
         entry = self._entries.get(f"{namespace}/{name}")
         if entry is not None:

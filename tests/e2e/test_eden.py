@@ -184,9 +184,11 @@ def test_a_policy_over_two_resources_runs_on_request(
     b.control("POST", "faults", {"status": 503, "count": 1000,
                                  "path_prefix": "/eden/sync/sync.xml", "method": "POST"})
     kube.annotate("replicationpolicy", "both-tables", f"{RUN}=2")
-    failed = wait_for(lambda: (lambda e: e if e.get("failedTasks") else None)(
+    # the failed task may show before the run's last task has ended: wait for the end
+    failed = wait_for(lambda: (lambda e: e if e.get("failedTasks") and
+                               e.get("status") != "InProgress" else None)(
         status(kube, "replicationpolicy", "both-tables").get("lastExecution") or {}),
-        timeout=90, what="the failed run with its tasks")
+        timeout=90, what="the failed run ended, with its tasks")
     b.control("DELETE", "faults")
     assert (failed["status"], failed["failed"], failed["stopped"]) == ("Failed", 1, 1)
     assert "did not run" in failed["statusText"]

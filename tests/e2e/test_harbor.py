@@ -101,8 +101,9 @@ def harbor_env(cluster: Any, operator: OperatorProcess, namespace: str, harbor_a
     for name in ("harbor-a", "harbor-b"):
         kube.wait_condition("databaseserver", name)
     yield kube, a, b
-    for admin in (a, b):
-        admin.control("DELETE", "faults")
+    for admin in (a, b):  # the simulators outlive the test: leave no injected failure
+        for injected in ("faults", "fail", "unreachable", "stuck"):
+            admin.control("DELETE", injected)
 
 
 def test_policy_created_kept_quiet_and_drift_put_back(
@@ -182,9 +183,12 @@ def test_run_on_demand_history_and_failures(
 
     a.control("POST", "fail", {"pattern": "library/redis"})
     kube.annotate("replicationpolicy", "runs", f"{RUN}=2")
+    # polled every few seconds while it runs, the execution may first show with its tasks
+    # ended (tasksFinished) and Harbor not closed yet: wait for the close
     failed = wait_for(lambda: (status(kube, "runs").get("lastExecution") or {})
-                      .get("failedTasks") and status(kube, "runs")["lastExecution"],
-                      timeout=60, what="the failing run with its failed task")
+                      .get("failedTasks") and status(kube, "runs")["lastExecution"]
+                      .get("status") == "Failed" and status(kube, "runs")["lastExecution"],
+                      timeout=60, what="the failing run closed, with its failed task")
     assert failed["status"] == "Failed" and failed["failed"] == 1 and failed["succeeded"] == 1
     assert "library/redis" in failed["failedTasks"][0]["source"]
     assert failed["failedTasks"][0]["message"]

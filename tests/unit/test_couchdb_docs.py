@@ -172,3 +172,14 @@ def test_a_left_out_boolean_means_what_the_replicator_assumes_not_drift() -> Non
     wants_target = request(continuous=False, create_target=True)
     assert docs.differences(stored, docs.desired_doc(wants_target, mango=True)) == \
         ["create_target"]
+
+
+def test_a_continuous_job_on_a_1x_style_server_says_why_it_has_no_counters() -> None:
+    """PouchDB Server writes `_replication_stats` only when a one-shot job completes."""
+    running = docs.observe_doc_state({"continuous": True, "_replication_state": "triggered"})
+    assert running.progress.as_status() == {}
+    assert "only when a one-shot job completes" in running.diagnostics["progress"]
+    one_shot = docs.observe_doc_state({"continuous": False, "_replication_state": "completed",
+                                       "_replication_stats": {"docs_written": 3}})
+    assert one_shot.diagnostics == {}
+    assert one_shot.progress.as_status()["docsWritten"] == 3

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from replication_operator.backends.base import (
     ERROR,
@@ -132,3 +134,46 @@ def test_replication_names_have_no_dots_on_reductstore() -> None:
 
     assert ReductStoreBackend.default_name("team", "orders.eu") == "team__orders_eu"
     assert "." not in ReductStoreBackend.default_name("a-b", "c.d.e")
+
+
+def test_a_replaced_replication_has_sent_its_backlog_when_its_queue_is_shorter() -> None:
+    assert rs.backlog_sent(0, 0, queues_alike=False)
+    assert rs.backlog_sent(0, 7, queues_alike=False)
+    assert rs.backlog_sent(3, 9, queues_alike=True)
+    assert not rs.backlog_sent(3, 9, queues_alike=False), "other records: only 0 says so"
+    assert not rs.backlog_sent(9, 9, queues_alike=True), "equal may be one write apart"
+    desired = rs.desired_settings(request(), TOKEN)
+    stored = {k: v for k, v in desired.items() if k != "dst_token"}
+    assert rs.same_queue({**stored, "dst_host": "http://elsewhere"}, desired)
+    assert not rs.same_queue({**stored, "entries": ["other-*"]}, desired)
+
+
+@settings(max_examples=500)
+@given(backlog=st.integers(0, 30), steps=st.lists(st.tuples(
+    st.integers(0, 5), st.integers(0, 5), st.integers(0, 5), st.booleans()), max_size=40))
+def test_backlog_rule_never_drops_an_unsent_old_record(
+        backlog: int, steps: list[tuple[int, int, int, bool]]) -> None:
+    """Model: two first-in-first-out queues fed the same writes; the old one starts with
+    `backlog` records the new one never had. A list answer counts the old queue, then
+    the new one, and a write may land in between. Whenever the rule says the old one
+    may go, none of those records is still waiting in it."""
+    old = list(range(-backlog, 0))  # negative: written before the replacement
+    new: list[int] = []
+    written = 0
+
+    def write() -> None:
+        nonlocal written
+        old.append(written)
+        new.append(written)
+        written += 1
+
+    for writes, old_sent, new_sent, write_between_counts in steps:
+        for _ in range(writes):
+            write()
+        del old[:old_sent]
+        del new[:new_sent]
+        old_count = len(old)
+        if write_between_counts:
+            write()
+        if rs.backlog_sent(old_count, len(new), queues_alike=True):
+            assert not any(record < 0 for record in old)

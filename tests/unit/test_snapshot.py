@@ -97,3 +97,42 @@ async def test_a_write_during_a_fetch_is_not_hidden_by_it() -> None:
     assert await before == 0
     assert await after == 1, "an asker after the write got the list from before it"
     assert await snap.get(max_age=10) == 1, "the older answer was stored as fresh"
+
+
+async def test_update_applies_a_change_and_keeps_the_age() -> None:
+    clock = Clock()
+    counter = iter(range(100))
+
+    async def fetch() -> list[int]:
+        return [next(counter)]
+
+    snap: Snapshot[list[int]] = Snapshot(fetch, clock=clock)
+    assert snap.update(lambda v: [*v, 99]) is False  # nothing stored yet
+    assert await snap.get(max_age=30) == [0]
+    clock.now = 10
+    assert snap.update(lambda v: [*v, 99]) is True
+    assert await snap.get(max_age=30) == [0, 99]  # no fetch: the change is in the value
+    clock.now = 31
+    assert await snap.get(max_age=30) == [1]  # the list is due as before the change
+
+
+async def test_a_fetch_in_flight_gets_the_changes_made_meanwhile() -> None:
+    gate, begun = asyncio.Event(), asyncio.Event()
+    answers = iter([["listed"], ["listed-2"]])
+
+    async def fetch() -> list[str]:
+        begun.set()
+        await gate.wait()
+        return next(answers)
+
+    snap: Snapshot[list[str]] = Snapshot(fetch)
+    first = asyncio.ensure_future(snap.get(max_age=30))
+    await begun.wait()
+    assert snap.update(lambda v: [*v, "new"]) is False  # nothing stored: only recorded
+    gate.set()
+    assert await first == ["listed", "new"]  # the fetch may predate the change
+    assert snap.value == ["listed", "new"]
+    snap.update(lambda v: [*v, "later"])  # no fetch in flight: the stored value only
+    assert snap.value == ["listed", "new", "later"]
+    snap.invalidate()
+    assert await snap.get(max_age=30) == ["listed-2"]  # the log went with its fetch

@@ -106,6 +106,9 @@ class ReplicationDriver(Protocol):
 
     #: True where a job cannot be paused, so `suspend` removes it from the server.
     suspend_deletes: bool
+    #: True where create/update/delete put their own result into the stored server
+    #: state, so the observation right after a write needs no list of its own.
+    writes_through: bool
 
     def default_name(self, namespace: str, name: str) -> str:
         """The job's name on the server when the spec gives none: deterministic, so a

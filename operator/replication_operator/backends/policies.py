@@ -176,9 +176,12 @@ class PolicyDriver(Protocol):
         ...
 
     async def observe_policy(self, request: PolicyRequest, *, max_age: float,
-                             follow: Collection[int] = ()) -> PolicyObservation:
+                             follow: Collection[int] = (),
+                             executions_max_age: float | None = None) -> PolicyObservation:
         """`follow`: executions the caller saw running; each is looked up if the
-        server's recent list no longer shows it."""
+        server's recent list no longer shows it. `executions_max_age`: a tighter bound
+        for the list of executions alone (polled while one runs), where the server
+        keeps them apart from the rest."""
         ...
 
     async def create_policy(self, request: PolicyRequest) -> str: ...

@@ -28,12 +28,35 @@ class Snapshot(Generic[T]):
         # it, so it is neither joined nor stored by anyone asking after the write.
         self._generation = 0
         self._inflight_generation = -1
+        # Changes applied by update() while a fetch is in flight, numbered: a fetch that
+        # lands gets those made after it began applied to its answer as well.
+        self._changes: list[tuple[int, Callable[[T], T]]] = []
+        self._changed = 0
         self.fetches = 0
 
     def invalidate(self) -> None:
         """Forget the stored answer (after a write that changed the server)."""
         self._taken_at = float("-inf")
         self._generation += 1
+
+    @property
+    def value(self) -> T | None:
+        """The stored answer, whatever its age (None before the first fetch)."""
+        return self._value
+
+    def update(self, change: Callable[[T], T]) -> bool:
+        """Apply a known change of the server (a change feed's, or a write's own answer)
+        to the stored answer, keeping its age: the next list is due when it would have
+        been. A fetch in flight gets it too when it lands (it may have begun before the
+        change), so `change` must be safe to apply to an answer that already shows it.
+        False when nothing is stored (the next ask fetches, and sees the change)."""
+        self._changed += 1
+        if self._inflight is not None and not self._inflight.done():
+            self._changes.append((self._changed, change))
+        if self._value is None:
+            return False
+        self._value = change(self._value)
+        return True
 
     async def get(self, max_age: float) -> T:
         if self._value is not None and self._clock() - self._taken_at <= max_age:
@@ -45,13 +68,17 @@ class Snapshot(Generic[T]):
         return await asyncio.shield(self._inflight)
 
     async def _refresh(self, generation: int) -> T:
-        started = self._clock()
+        started, changed = self._clock(), self._changed
         try:
             value = await self._fetch()
             self.fetches += 1
-            if generation == self._generation:  # nothing written since it began
+            for number, change in self._changes:
+                if number > changed:  # known after the fetch began: maybe not in it
+                    value = change(value)
+            if generation == self._generation:  # nothing invalidated since it began
                 self._value, self._taken_at = value, started
             return value
         finally:
             if self._inflight_generation == generation:
                 self._inflight = None
+                self._changes.clear()

@@ -12,6 +12,7 @@ from replication_operator.context import OperatorContext
 from replication_operator.handlers import (
     databaseserver,
     fanout,
+    feeds,
     policy,
     replication,
     settings,
@@ -22,6 +23,12 @@ from replication_operator.handlers import (
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     settings.register(registry, ctx)
     databaseserver.register(registry, ctx)
-    replication.register(registry, ctx)
+    job_feeds = feeds.JobFeeds(ctx)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_feeds(**_: object) -> None:
+        await job_feeds.aclose()
+
+    replication.register(registry, ctx, job_feeds)
     policy.register(registry, ctx, fanout.register(registry, ctx))
     token.register(registry, ctx)

@@ -1,15 +1,24 @@
 """ReplicationPolicy: keep one policy on a server in line with the resource, run it on
-request, and report its executions."""
+request, and report its executions.
+
+As for Replications (handlers/replication.py), spec changes go through kopf's change
+handlers and everything else through one daemon per policy, which resyncs, and polls
+the server's recent executions every FAST_POLL seconds while one of its executions runs
+on a Harbor. Status is written by whoever reconciled, under the object's lock.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from replication_operator import GROUP, VERSION, events, kube
 from replication_operator.backends.policies import (
@@ -29,6 +38,13 @@ from replication_operator.errors import BackendError, SpecError, TransientBacken
 from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.handlers.fanout import Fanout
 from replication_operator.metrics import RECONCILE_SECONDS, RECONCILES
+from replication_operator.pacing import keep_up
+from replication_operator.reconcile.cadence import (
+    FAST_POLL,
+    fresh_enough,
+    interval,
+    policy_busy,
+)
 from replication_operator.reconcile.fanout import refuse_fanout_fields
 from replication_operator.reconcile.policy import (
     RunDecision,
@@ -47,9 +63,12 @@ from replication_operator.reconcile.replication import Verb, plan
 from replication_operator.servers import ServerEntry
 from replication_operator.status import now_iso
 
+log = logging.getLogger(__name__)
+
 PLURAL = "replicationpolicies"
 KIND = "ReplicationPolicy"
 FAILED_TASKS_SHOWN = 3
+POLLED_EXECUTIONS = {"harbor"}  # servers whose recent executions are a list of their own
 
 
 def policy_name(namespace: str, name: str) -> str:
@@ -160,8 +179,10 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
     only = ctx.config.selection()  # this shard's resources (--selector)
     config = ctx.config
 
-    async def reconcile(body: kopf.Body, patch: kopf.Patch, *, max_age: float
-                        ) -> BackendError | None:
+    async def reconcile(body: kopf.Body, *, max_age: float,
+                        executions_max_age: float | None = None) -> BackendError | None:
+        """Converge and write the status fields that changed (ApiException if that write
+        fails: the status memory keeps it, so the next reconcile sends it again)."""
         ns, name = body.metadata.namespace or "", body.metadata.name or ""
         uid = body.metadata.uid or f"{ns}/{name}"
         started = time.monotonic()
@@ -169,9 +190,14 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
             if ctx.deleting(uid):  # the deletion handler has it now
                 return None
             previous = ctx.statuses.current(uid, body.get("status"))
-            status, error = await converge(body, previous, max_age=max_age)
-            for key, value in ctx.statuses.write(uid, body.get("status"), status).items():
-                patch.status[key] = value
+            try:
+                status, error = await converge(body, previous, max_age=max_age,
+                                               executions_max_age=executions_max_age)
+            finally:
+                ctx.pace.done(uid)
+            changed = ctx.statuses.write(uid, body.get("status"), status)
+            if changed:
+                await kube.patch_status(ns, PLURAL, name, changed)
         if error is not None and (previous.get("lastError") or {}).get("message") \
                 != error.message:
             events.warning(body, reason=error.code, message=error.message)
@@ -180,7 +206,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
         ctx.tally.set(KIND, f"{ns}/{name}", "Error" if error else "Ready", error is None)
         return error
 
-    async def converge(body: kopf.Body, previous: Mapping[str, Any], *, max_age: float
+    async def converge(body: kopf.Body, previous: Mapping[str, Any], *, max_age: float,
+                       executions_max_age: float | None
                        ) -> tuple[dict[str, Any], BackendError | None]:
         """Bring the policy in line with the spec, honour a run request, read its
         executions; the new status and the error, if any."""
@@ -195,7 +222,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
         fields: dict[str, Any] = {}
         try:
             driver, request = await resolve(ctx, ns, name, spec, previous)
-            seen = await driver.observe_policy(request, max_age=max_age, follow=follow)
+            seen = await driver.observe_policy(request, max_age=max_age, follow=follow,
+                                               executions_max_age=executions_max_age)
             report_registry_actions(body, seen)
             action = plan(key=request.key, external_name=request.name, seen=seen,
                           suspend=False, suspend_deletes=False, adopted=request.adopted,
@@ -241,30 +269,94 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, **only)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, **only)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, **only)  # spec and run-requested
-    async def changed(body: kopf.Body, patch: kopf.Patch, retry: int, **kwargs: Any) -> None:
+    async def changed(body: kopf.Body, retry: int, reason: str, **kwargs: Any) -> None:
         fanout.bind(kwargs)
-        if await fanout.handles(body):
-            error = await fanout.reconcile(body.metadata.namespace or "",
-                                           body.metadata.name or "", max_age=1.0)
-        else:
-            error = await reconcile(body, patch, max_age=1.0)
+        max_age = config.resync_interval if reason == "resume" else 1.0
+        try:
+            if await fanout.handles(body):
+                error = await fanout.reconcile(body.metadata.namespace or "",
+                                               body.metadata.name or "", max_age=max_age)
+                ctx.pace.done(body.metadata.uid or "")
+            else:
+                error = await reconcile(body, max_age=max_age)
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"writing the status failed: {exc.reason}",
+                                      delay=config.backoff(retry)) from None
         if isinstance(error, TransientBackendError):
             delay = max(config.backoff(retry), error.retry_after or 0)
             raise kopf.TemporaryError(error.message, delay=delay)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, **only, interval=config.resync_interval,
-                initial_delay=config.resync_interval)
-    async def resync(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    def run_waiting(body: kopf.Body, type: str | None, **_: Any) -> bool:
+        """A run-requested value this process has not honoured yet."""
+        requested = body.metadata.annotations.get(RUN_REQUESTED)
+        return type != "DELETED" and bool(requested) and requested != ctx.statuses.current(
+            body.metadata.uid or "", body.get("status")).get("lastRunRequest")
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, **only, when=run_waiting)
+    async def run_requested(body: kopf.Body, **_: Any) -> None:
+        """A new run-requested value runs now, not at the next resync: kopf's change
+        detection leaves out every annotation under the operator's prefix (its progress
+        storage, prefixed `replication.dbops.dev`, strips `replication.dbops.dev/*` from
+        the diff), so no update handler sees it. The daemon is woken instead."""
+        ctx.wakers.wake(body.metadata.uid or "")
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, **only,
+                 cancellation_timeout=60.0)
+    async def follow(body: kopf.Body, **kwargs: Any) -> None:
+        """Reconcile when due: the resync interval after the last reconcile, FAST_POLL
+        while an execution runs on a Harbor (only the recent executions are read again
+        then); until kopf cancels it (deletion, exit)."""
         fanout.bind(kwargs)
-        if not timer_may_act(body):
-            return
-        if await fanout.handles(body):
-            # 0.9: the list read at the previous resync is stale by now, so each resync
-            # reads it once (shared with every policy on the server)
-            await fanout.reconcile(body.metadata.namespace or "", body.metadata.name or "",
-                                   max_age=0.9 * config.resync_interval)
-        else:
-            await reconcile(body, patch, max_age=config.resync_interval)
+        uid = body.metadata.uid or ""
+        begun = time.monotonic()
+        full_look = begun  # when the daemon last read everything (not just executions)
+        closing: dict[int, float] = {}  # see policy_busy
+        waker = ctx.wakers.add(uid)
+
+        def polled() -> bool:
+            """An execution runs on a server whose executions can be polled alone."""
+            status = ctx.statuses.current(uid, body.get("status"))
+            if not policy_busy(status, closing, time.monotonic()):
+                return False
+            try:
+                entry = ctx.servers.cached(body.metadata.namespace or "",
+                                           holder_of(body.spec))
+            except SpecError:
+                return False
+            return entry is not None and entry.settings.type in POLLED_EXECUTIONS
+
+        def due() -> float:
+            return (ctx.pace.last(uid) or begun) + interval(busy=polled(),
+                                                            resync=config.resync_interval)
+
+        async def look(woken: bool) -> None:
+            nonlocal full_look
+            if not timer_may_act(body):  # deleting, or kopf's finalizer not on it yet
+                return
+            ns, name = body.metadata.namespace or "", body.metadata.name or ""
+            now, last = time.monotonic(), ctx.pace.last(uid)
+            try:
+                if await fanout.handles(body):
+                    await fanout.reconcile(ns, name, max_age=fresh_enough(
+                        now, last, config.resync_interval))
+                    ctx.pace.done(uid)
+                elif polled() and now - full_look < config.resync_interval:
+                    await reconcile(body, max_age=config.resync_interval,
+                                    executions_max_age=fresh_enough(now, last, FAST_POLL))
+                else:
+                    full_look = now
+                    await reconcile(body, max_age=fresh_enough(now, last,
+                                                               config.resync_interval))
+            except ApiException as exc:
+                log.warning("status of ReplicationPolicy %s/%s not written (%s): sent again "
+                            "at the next look", ns, name, exc.reason)
+
+        try:
+            await keep_up(waker, due=due, look=look)
+        except asyncio.CancelledError:
+            return  # kopf stops daemons by cancelling them (deletion, exit): not an error
+        finally:
+            ctx.wakers.remove(uid, waker)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
@@ -273,11 +365,18 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
         if await fanout.handles(body):
             await fanout.delete(body, patch, retry=retry, runtime=runtime)
             return
+        uid = body.metadata.uid or ""
+        # kopf cancels the daemon, not a look it began (pacing.keep_up lets that finish):
+        # wait for it, or its create could land after the policy is removed here
+        async with ctx.lock(uid):
+            await delete_policy(body, patch, retry=retry, runtime=runtime, uid=uid)
+
+    async def delete_policy(body: kopf.Body, patch: kopf.Patch, *, retry: int,
+                            runtime: Any, uid: str) -> None:
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         ext = str((body.get("status") or {}).get("externalName") or
                   spec.get("externalName") or "")
         what = f"policy {ext or policy_name(ns, name)}"
-        uid = body.metadata.uid or f"{ns}/{name}"
         ctx.tally.drop(KIND, f"{ns}/{name}")
         ctx.begin_deletion(uid)
 
@@ -286,7 +385,6 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
             removed = await driver_of(entry).delete_policy(policy_name(ns, name), ext)
             return f" and registries {', '.join(removed)}" if removed else ""
 
-        async with ctx.lock(uid):  # after a reconcile in flight, never during it
-            await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
-                           what=what, remove=remove)
+        await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
+                       what=what, remove=remove)
         ctx.release(uid)

@@ -1,13 +1,25 @@
-"""Replication: keep one job on a server in line with the resource."""
+"""Replication: keep one job on a server in line with the resource.
+
+A spec change (and the operator's start) reconciles through kopf's change handlers;
+everything after that through one daemon per Replication (`follow`): at the resync
+interval, sooner while ReductStore still sends queued records, and at once when the
+server's change feed says the job changed (handlers/feeds.py). Both write `.status`
+themselves, under the object's lock, and only the fields that changed: a daemon's patch
+would otherwise wait for it to return (kopf applies handler patches on return), and a
+handler's patch applied after a later daemon write would put an older status back.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from replication_operator import GROUP, VERSION, events, kube
 from replication_operator.backends.base import (
@@ -21,7 +33,10 @@ from replication_operator.context import OperatorContext
 from replication_operator.credentials import Credentials
 from replication_operator.errors import BackendError, MissingReferenceError, TransientBackendError
 from replication_operator.handlers.cleanup import clean_up, timer_may_act
+from replication_operator.handlers.feeds import JobFeeds
 from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
+from replication_operator.pacing import keep_up
+from replication_operator.reconcile.cadence import fresh_enough, interval, replication_busy
 from replication_operator.reconcile.replication import (
     Verb,
     compute_status,
@@ -30,6 +45,8 @@ from replication_operator.reconcile.replication import (
 )
 from replication_operator.servers import ServerEntry, with_credentials
 from replication_operator.status import now_iso
+
+log = logging.getLogger(__name__)
 
 PLURAL = "replications"
 KIND = "Replication"
@@ -136,12 +153,13 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
     return Resolved(request, job_server, entry, generations)
 
 
-def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFeeds) -> None:
     only = ctx.config.selection()  # this shard's resources (--selector)
     config = ctx.config
 
-    async def reconcile(body: kopf.Body, patch: kopf.Patch, *, max_age: float
-                        ) -> BackendError | None:
+    async def reconcile(body: kopf.Body, *, max_age: float) -> BackendError | None:
+        """Converge and write the status fields that changed (ApiException if that
+        write fails: the status memory keeps it, so the next reconcile sends it again)."""
         ns, name = body.metadata.namespace or "", body.metadata.name or ""
         uid = body.metadata.uid or f"{ns}/{name}"
         started = time.monotonic()
@@ -149,17 +167,21 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             if ctx.deleting(uid):  # the deletion handler has it now
                 return None
             previous = ctx.statuses.current(uid, body.get("status"))
-            status, error = await converge(body, previous, max_age=max_age)
-            for key, value in ctx.statuses.write(uid, body.get("status"), status).items():
-                patch.status[key] = value
+            try:
+                status, error = await converge(body, previous, uid=uid, max_age=max_age)
+            finally:
+                ctx.pace.done(uid)
+            changed = ctx.statuses.write(uid, body.get("status"), status)
+            if changed:
+                await kube.patch_status(ns, PLURAL, name, changed)
         if error is not None and (not previous.get("lastError") or
                                   previous["lastError"].get("message") != error.message):
             events.warning(body, reason=error.code, message=error.message)
         record(ns, name, status, error, time.monotonic() - started)
         return error
 
-    async def converge(body: kopf.Body, previous: Mapping[str, Any], *, max_age: float
-                       ) -> tuple[dict[str, Any], BackendError | None]:
+    async def converge(body: kopf.Body, previous: Mapping[str, Any], *, uid: str,
+                       max_age: float) -> tuple[dict[str, Any], BackendError | None]:
         """Bring the job in line with the spec; the new status and the error, if any."""
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         generation = body.meta.get("generation")
@@ -174,6 +196,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             job_server, driver, request = (resolved.job_server, resolved.driver,
                                            resolved.request)
             ext = request.external_name
+            feeds.track(uid, ns, job_server, resolved.entry.backend,
+                        (ext, request.retiring))
             driver.validate(request)
             seen = await driver.observe(request, max_age=max_age)
             token_generations = resolved.token_generations
@@ -203,7 +227,13 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 emit(body, action.reason, action.message + (
                     f" (as {replaced_by}; the old one is removed once it has sent what it "
                     f"holds)" if replaced_by else ""))
-                seen = await driver.observe(request, max_age=0)
+                feeds.track(uid, ns, job_server, resolved.entry.backend,
+                            (ext, request.retiring))
+                # the server after the write: listed again, unless the backend has put
+                # its write into the stored state (a list per write would make N new
+                # Replications read N lists of up to N jobs)
+                seen = await driver.observe(request, max_age=max_age if
+                                            driver.writes_through else 0)
             elif action.reason:  # adopted as it is: nothing to write
                 events.normal(body, action.reason, action.message)
             retiring = request.retiring
@@ -241,28 +271,74 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, **only)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, **only)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry, **only)
-    async def changed(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
-        error = await reconcile(body, patch, max_age=1.0)
+    async def changed(body: kopf.Body, retry: int, reason: str, **_: Any) -> None:
+        # a spec change wants the server as it is now; a restart may share the lists
+        # its many resumes read (they are as fresh as any resync's)
+        max_age = config.resync_interval if reason == "resume" else 1.0
+        try:
+            error = await reconcile(body, max_age=max_age)
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"writing the status failed: {exc.reason}",
+                                      delay=config.backoff(retry)) from None
         if isinstance(error, TransientBackendError):
             delay = max(config.backoff(retry), error.retry_after or 0)
             raise kopf.TemporaryError(error.message, delay=delay)
-        # permanent errors: status says Stalled; the resync timer re-checks at its own
+        # permanent errors: status says Stalled; the daemon re-checks at the resync
         # pace, which heals references created later without a hot retry loop
 
-    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, **only, interval=config.resync_interval,
-                initial_delay=config.resync_interval)
-    async def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        if timer_may_act(body):
-            await reconcile(body, patch, max_age=config.resync_interval)
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, **only,
+                 cancellation_timeout=60.0)
+    async def follow(body: kopf.Body, **_: Any) -> None:
+        """Reconcile when due (resync interval after the last reconcile, FAST_POLL while
+        records are still queued) or when woken by a change feed; until kopf cancels it
+        (deletion, exit). A reconcile under way then still finishes."""
+        uid = body.metadata.uid or ""
+        begun = time.monotonic()
+        waker = ctx.wakers.add(uid)
+
+        def every() -> float:
+            status = ctx.statuses.current(uid, body.get("status"))
+            return interval(busy=replication_busy(status), resync=config.resync_interval)
+
+        def due() -> float:
+            return (ctx.pace.last(uid) or begun) + every()
+
+        async def look(woken: bool) -> None:
+            if not timer_may_act(body):  # deleting, or kopf's finalizer not on it yet
+                return
+            # woken: the feed has put the change into the server's stored state already
+            max_age = config.resync_interval if woken else \
+                fresh_enough(time.monotonic(), ctx.pace.last(uid), every())
+            try:
+                await reconcile(body, max_age=max_age)
+            except ApiException as exc:
+                log.warning("status of Replication %s/%s not written (%s): sent again at "
+                            "the next look", body.metadata.namespace, body.metadata.name,
+                            exc.reason)
+
+        try:
+            await keep_up(waker, due=due, look=look)
+        except asyncio.CancelledError:
+            return  # kopf stops daemons by cancelling them (deletion, exit): not an error
+        finally:
+            ctx.wakers.remove(uid, waker)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
                       **_: Any) -> None:
+        uid = body.metadata.uid or ""
+        # kopf cancels the daemon, not a look it began (pacing.keep_up lets that finish):
+        # wait for it, or its create could land after the job is removed here
+        async with ctx.lock(uid):
+            await delete_job(body, patch, retry=retry, runtime=runtime, uid=uid)
+
+    async def delete_job(body: kopf.Body, patch: kopf.Patch, *, retry: int, runtime: Any,
+                         uid: str) -> None:
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         status = dict(body.get("status") or {})
-        uid = body.metadata.uid or f"{ns}/{name}"
         ctx.tally.drop(KIND, f"{ns}/{name}")
         ctx.begin_deletion(uid)
+        feeds.untrack(uid)
 
         async def remove() -> str:
             resolved = await resolve(ctx, ns, name, spec, status, for_deletion=True)
@@ -278,7 +354,6 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             return ""
 
         what = str(spec.get("externalName") or status.get("externalName") or f"{ns}/{name}")
-        async with ctx.lock(uid):  # after a reconcile in flight, never during it
-            await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
-                           what=f"job {what}", remove=remove)
+        await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
+                       what=f"job {what}", remove=remove)
         ctx.release(uid)

@@ -3,13 +3,18 @@
 State comes from `_scheduler/docs/_replicator` where the server has a scheduler
 (CouchDB 2.1+, Cloudant), else from the `_replication_*` fields the server writes into
 each doc (CouchDB 1.x style, PouchDB Server). Both are listed once per server and
-shared by every Replication on it (see `Snapshot`).
+shared by every Replication on it (see `Snapshot`); between two lists, `follow_jobs`
+keeps that state current from the `_replicator` change feed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +25,7 @@ from replication_operator.backends.base import (
     ServerInfo,
     dotted_name,
 )
-from replication_operator.backends.couchdb import dbupdates, docs
+from replication_operator.backends.couchdb import changes, dbupdates, docs
 from replication_operator.backends.couchdb.selector import selector_to_js
 from replication_operator.backends.couchdb.tokens import CouchDBTokens
 from replication_operator.backends.snapshot import Snapshot
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 
 REPLICATOR = "_replicator"
 PAGE = 1000
+FEED_HEARTBEAT = 10.0  # seconds between the empty lines a quiet feed sends
 
 ConnectionFor = Callable[[ServerSettings], ServerConnection]
 
@@ -66,10 +72,42 @@ class ReplicatorState:
 
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     scheduler: dict[str, dict[str, Any]] | None = None
+    scheduler_at: float = float("-inf")  # when the scheduler read began (monotonic)
+
+    def with_docs(self, batch: list[changes.Change]) -> ReplicatorState:
+        """This state with changed docs applied (older ones skipped: see changes.apply)."""
+        return dataclasses.replace(self, docs=changes.apply(self.docs, batch))
+
+    def with_scheduler(self, scheduler: dict[str, dict[str, Any]], at: float
+                       ) -> ReplicatorState:
+        """This state with a scheduler read, unless the one it has began later."""
+        if at < self.scheduler_at:
+            return self
+        return dataclasses.replace(self, scheduler=scheduler, scheduler_at=at)
+
+    def written(self, change: changes.Change, at: float) -> ReplicatorState:
+        """This state with a doc the operator just wrote: the doc as written, and no
+        scheduler entry for it until a scheduler read after the write (the entry read
+        before may describe the job as it was, e.g. the previous run completed)."""
+        state = self.with_docs([change])
+        if state.scheduler is not None and change.id in state.scheduler and \
+                self.scheduler_at < at:
+            scheduler = {k: v for k, v in state.scheduler.items() if k != change.id}
+            state = dataclasses.replace(state, scheduler=scheduler)
+        return state
+
+
+@dataclass(frozen=True)
+class JobChanges:
+    """A batch of the `_replicator` feed, already applied to the stored state."""
+
+    jobs: frozenset[str]  # ids of the docs that changed
+    seq: str  # where the feed goes on from
 
 
 class CouchDBBackend:
     suspend_deletes = True  # a CouchDB job cannot be paused: suspend removes the doc
+    writes_through = True  # its writes update the stored state (see _written)
 
     def __init__(self, conn: ServerConnection, connection_for: ConnectionFor) -> None:
         self.conn = conn
@@ -106,7 +144,8 @@ class CouchDBBackend:
         info = await self._info()
         state = ReplicatorState(docs=await self._all_docs())
         if has_scheduler(info):
-            state.scheduler = await self._scheduler_docs()
+            at = time.monotonic()
+            state = state.with_scheduler(await self._scheduler_docs(), at)
         return state
 
     async def _all_docs(self) -> dict[str, dict[str, Any]]:
@@ -145,6 +184,91 @@ class CouchDBBackend:
     def invalidate(self) -> None:
         self._state.invalidate()
 
+    # -- change feed ----------------------------------------------------------
+
+    async def follow_jobs(self, since: str = "now") -> AsyncGenerator[JobChanges, None]:
+        """Follow `_replicator/_changes` from `since` until the server ends the feed, or
+        it breaks (TransientBackendError); the caller reconnects from the last seq.
+
+        Each batch of changed docs (whatever arrived while the previous one was being
+        applied) is applied to the stored state before it is yielded, so a Replication
+        woken for it observes it without a request: the docs come with the feed, and
+        a server with a scheduler gets one `_scheduler/docs` read per batch (job states
+        live there). The first batch is empty and says the feed is open; from "now",
+        the stored state is dropped then, so the next list holds everything before."""
+        await self._info()
+        heartbeat = max(1.0, min(FEED_HEARTBEAT, self.conn.settings.timeout / 3))
+        params = {"feed": "continuous", "since": since, "include_docs": "true",
+                  "heartbeat": int(heartbeat * 1000)}
+        async with self.conn.stream_lines(f"/{REPLICATOR}/_changes", params=params,
+                                          read_timeout=3 * heartbeat) as lines:
+            if since == "now":
+                self._state.invalidate()
+            yield JobChanges(frozenset(), since)
+            queue: asyncio.Queue[changes.Change | changes.FeedEnd | BaseException] = \
+                asyncio.Queue()
+
+            async def read() -> None:
+                try:
+                    async for line in lines:
+                        item = changes.parse_line(line)
+                        if item is not None:
+                            queue.put_nowait(item)
+                    queue.put_nowait(changes.FeedEnd(since))
+                except Exception as exc:  # handed to the consumer, which raises it
+                    queue.put_nowait(exc)
+
+            reader = asyncio.ensure_future(read())
+            try:
+                ended = False
+                while not ended:
+                    batch: list[changes.Change] = []
+                    item = await queue.get()
+                    while True:
+                        if isinstance(item, BaseException):
+                            raise item
+                        if isinstance(item, changes.FeedEnd):
+                            ended = True
+                            break
+                        batch.append(item)
+                        if queue.empty():
+                            break
+                        item = queue.get_nowait()
+                    if batch:
+                        await self._apply_changes(batch)
+                        since = batch[-1].seq
+                        yield JobChanges(frozenset(c.id for c in batch), since)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+
+    async def _apply_changes(self, batch: list[changes.Change]) -> None:
+        if not changes.complete(batch):  # a server that sent no docs: list again
+            self._state.invalidate()
+            return
+        at = time.monotonic()
+        scheduler = await self._scheduler_docs() if self._mango() else None
+
+        def applied(state: ReplicatorState) -> ReplicatorState:
+            state = state.with_docs(batch)
+            return state if scheduler is None else state.with_scheduler(scheduler, at)
+
+        self._state.update(applied)
+
+    def _written(self, doc_id: str, answer: Any, body: dict[str, Any] | None) -> None:
+        """Apply the server's answer to a write of ours (`body` None: a deletion) to the
+        stored state. Dropping the state instead would make the next observation list
+        every job again: one list per write, N lists of N jobs for N new Replications."""
+        rev = str((answer if isinstance(answer, dict) else {}).get("rev") or "")
+        if not rev:
+            self._state.invalidate()
+            return
+        change = changes.Change(doc_id, "", None if body is None else
+                                {**body, "_id": doc_id, "_rev": rev}, body is None, rev)
+        at = time.monotonic()
+        self._state.update(lambda state: state.written(change, at))
+
     # -- changes ------------------------------------------------------------
 
     def _doc_path(self, doc_id: str) -> str:
@@ -168,9 +292,12 @@ class CouchDBBackend:
         await self._ensure_selector_filter(request)
         body = docs.new_doc(request, mango=self._mango())
         try:
-            await self.conn.request("PUT", self._doc_path(request.external_name), json=body)
-        finally:
-            self.invalidate()
+            response = await self.conn.request("PUT", self._doc_path(request.external_name),
+                                               json=body)
+        except BaseException:
+            self.invalidate()  # written or not: the next observation lists
+            raise
+        self._written(request.external_name, response.json(), body)
 
     async def update(self, request: ReplicationRequest, seen: Observation) -> None:
         await self._ensure_selector_filter(request)
@@ -181,10 +308,14 @@ class CouchDBBackend:
             if response.status_code == 403:
                 # PouchDB Server refuses edits of a running job: replace it instead.
                 await self.delete(request.external_name, seen)
-                await self.conn.request("PUT", self._doc_path(request.external_name),
-                                        json=docs.new_doc(request, mango=self._mango()))
-        finally:
+                body = docs.new_doc(request, mango=self._mango())
+                response = await self.conn.request(
+                    "PUT", self._doc_path(request.external_name), json=body)
+        except BaseException:
             self.invalidate()
+            raise
+        self._written(request.external_name, response.json(),
+                      {k: v for k, v in body.items() if k != "_rev"})
 
     async def delete(self, external_name: str, seen: Observation | None) -> None:
         path = self._doc_path(external_name)
@@ -194,18 +325,23 @@ class CouchDBBackend:
                 if rev is None:
                     current = await self.conn.request("GET", path, allow=(404,))
                     if current.status_code == 404:
+                        self.invalidate()
                         return
                     rev = current.json().get("_rev")
                 try:
-                    await self.conn.request("DELETE", path, params={"rev": rev})
-                    return
+                    response = await self.conn.request("DELETE", path, params={"rev": rev})
                 except NotFoundError:
+                    self.invalidate()
                     return
                 except ConflictError:
                     rev = None  # changed meanwhile (the replicator writes state): re-read
+                    continue
+                self._written(external_name, response.json(), None)
+                return
             raise ConflictError(f"{external_name}: the doc kept changing during deletion")
-        finally:
+        except BaseException:
             self.invalidate()
+            raise
 
     # -- databases (ReplicationPolicy fan-out) --------------------------------
 

@@ -217,8 +217,15 @@ def credential_refused(seen: Observation) -> None:
                     f"Token of their tokenRef)")
 
 
+NO_COUNTERS = ("not reported by this server for a running continuous job: it writes "
+               "replication counters into the job only when a one-shot job completes")
+
+
 def observe_doc_state(doc: dict[str, Any]) -> Observation:
-    """State from the `_replication_*` fields written into the doc (1.x, PouchDB)."""
+    """State from the `_replication_*` fields written into the doc (1.x, PouchDB).
+
+    Such servers write `_replication_stats` only when a one-shot job completes: a
+    running continuous job says so in `diagnostics.progress` instead of counters."""
     state = doc.get("_replication_state")
     seen = Observation(exists=True, progress=_progress(doc.get("_replication_stats")),
                        last_sync=_iso(doc.get("_replication_state_time")))
@@ -236,6 +243,8 @@ def observe_doc_state(doc: dict[str, Any]) -> Observation:
             credential_refused(seen)
     else:
         seen.phase, seen.reason = PENDING, "Initializing"
+    if doc.get("continuous") and seen.phase == RUNNING and not seen.progress.as_status():
+        seen.diagnostics = {"progress": NO_COUNTERS}
     return seen
 
 

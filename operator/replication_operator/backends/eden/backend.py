@@ -153,6 +153,7 @@ class Plan:
 
 class EdenBackend:
     suspend_deletes = False  # a job can be disabled
+    writes_through = False  # a write drops the stored state: the next look lists
 
     def __init__(self, conn: ServerConnection, connection_for: ConnectionFor) -> None:
         self.conn = conn
@@ -706,7 +707,10 @@ class EdenBackend:
                     first_run=first_run)
 
     async def observe_policy(self, request: PolicyRequest, *, max_age: float,
-                             follow: Collection[int] = ()) -> PolicyObservation:
+                             follow: Collection[int] = (),
+                             executions_max_age: float | None = None) -> PolicyObservation:
+        """`executions_max_age` is not honoured: Eden's runs come from the sync log,
+        read with everything else once per resync."""
         plan = self._policy_plan(request)
         self._last[plan.key] = plan
         self._claim_credentials(plan)

@@ -66,6 +66,7 @@ def registry_status(remote: Remote, registry_id: int, name: str | None = None
 
 class HarborBackend:
     suspend_deletes = False
+    writes_through = False  # a write drops the stored state: the next look lists
 
     def __init__(self, conn: ServerConnection,
                  connection_for: Callable[[ServerSettings], ServerConnection]) -> None:
@@ -141,8 +142,13 @@ class HarborBackend:
         docs.registry_credential(remote)
 
     async def observe_policy(self, request: PolicyRequest, *, max_age: float,
-                             follow: Collection[int] = ()) -> PolicyObservation:
-        return await self._observe(request, max_age=max_age, follow=follow, write=True)
+                             follow: Collection[int] = (),
+                             executions_max_age: float | None = None) -> PolicyObservation:
+        """`executions_max_age` bounds the recent-executions list alone (polled every
+        few seconds while an execution runs; the policy and registry lists keep
+        `max_age`)."""
+        return await self._observe(request, max_age=max_age, follow=follow, write=True,
+                                   executions_max_age=executions_max_age)
 
     async def preview_policy(self, request: PolicyRequest, *, max_age: float
                              ) -> PolicyObservation:
@@ -152,7 +158,8 @@ class HarborBackend:
         return await self._observe(request, max_age=max_age, follow=(), write=False)
 
     async def _observe(self, request: PolicyRequest, *, max_age: float,
-                       follow: Collection[int], write: bool) -> PolicyObservation:
+                       follow: Collection[int], write: bool,
+                       executions_max_age: float | None = None) -> PolicyObservation:
         policy = await self._find(request, max_age=max_age)
         if policy is None:
             return PolicyObservation.absent()
@@ -163,7 +170,9 @@ class HarborBackend:
             registry_actions = self.registries.drain(request.remote)
         desired = docs.desired_policy(request, registry_id=registry_id, stored=policy)
         differences = docs.policy_differences(desired, policy)
-        executions, gone = await self._executions(external_id, follow, max_age=max_age)
+        executions, gone = await self._executions(
+            external_id, follow, max_age=max_age if executions_max_age is None
+            else min(max_age, executions_max_age))
         return PolicyObservation(
             exists=True, external_id=external_id, name=str(policy.get("name", "")),
             up_to_date=not differences, differences=differences,

@@ -27,6 +27,7 @@ WATCH_AFTER_CHANGE = 5  # resyncs that read the detail after a create or update
 
 class ReductStoreBackend:
     suspend_deletes = False  # mode "paused" keeps the queue without sending
+    writes_through = False  # a write drops the stored state: the next look lists
 
     def __init__(self, conn: ServerConnection,
                  connection_for: Callable[[ServerSettings], ServerConnection]) -> None:
@@ -179,8 +180,18 @@ class ReductStoreBackend:
         old = (await self._list.get(0)).get(request.retiring)
         if old is None:
             return True
-        if int(old.get("pending_records", 0)) > 0 or current is None or \
-                not current.get("is_active"):
+        if current is None or not current.get("is_active"):
+            return False
+        old_pending = int(old.get("pending_records", 0))
+        new_pending = int(current.get("pending_records", 0))
+        queues_alike = False
+        if 0 < old_pending < new_pending:  # worth a look at what the old one queues
+            response = await self.conn.request("GET", self._path(request.retiring),
+                                               allow=(404,))
+            stored = response.json().get("settings", {}) if response.status_code == 200 \
+                else {}
+            queues_alike = rs.same_queue(stored, rs.desired_settings(request, ""))
+        if not rs.backlog_sent(old_pending, new_pending, queues_alike):
             return False
         await self.delete(request.retiring, None)
         return True

@@ -78,6 +78,29 @@ def differences(stored: dict[str, Any], desired: dict[str, Any]) -> list[str]:
                   if stored.get(k, normal.get(k)) != desired.get(k, normal.get(k)))
 
 
+# What decides which records a replication queues (in the order they were written).
+QUEUED = ("src_bucket", "entries", "when")
+
+
+def same_queue(stored: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """Whether a stored replication queues exactly the records `desired` would."""
+    normal: dict[str, Any] = {"entries": [], "when": None}
+    return all(stored.get(k, normal.get(k)) == desired.get(k, normal.get(k)) for k in QUEUED)
+
+
+def backlog_sent(old_pending: int, new_pending: int, queues_alike: bool) -> bool:
+    """Whether a replaced replication has sent everything it held when its replacement
+    was made (the rest of its queue the replacement holds too).
+
+    Pending 0 says so. Under constant writes it may never be 0; then ReductStore's queue
+    is first in, first out: while one record older than the replacement is unsent, every
+    record written since is unsent as well, so the old queue is longer than the
+    replacement's. A shorter old queue (strictly: a write between the two counts of one
+    list could make them equal) means only records the replacement also holds are
+    left — provided both queue the same records."""
+    return old_pending == 0 or (queues_alike and old_pending < new_pending)
+
+
 REFUSED_TOKEN = ("401", "403")
 ALREADY_THERE = "409"  # the destination has the record: sent twice during a swap
 
