@@ -121,8 +121,8 @@ def test_no_job_is_made_before_the_finalizer_is_on_the_resource(
     the kill -9 loop the finalizer patch of a new Replication was lost with the killed
     operator, the next one's timer created the job, and the Replication, deleted
     before any finalizer was on it, went without cleanup: its job stayed on the server.
-    Timers now leave an object alone until the finalizer is there (the change handler
-    runs then)."""
+    Resyncs (timers, now main's paced daemons) leave an object alone until the
+    finalizer is there (the change handler runs then)."""
     kube = rel_kube
     prepare_servers(servers)
     name = f"{kube.ns}-no-finalizer"
@@ -149,13 +149,14 @@ def test_no_job_is_made_before_the_finalizer_is_on_the_resource(
         kube.apply(*server_manifests(servers), manifest("Replication", "probe", spec))
         proc.start()
 
-        def resyncs() -> int:
-            return proc.log_text().count(f"[{kube.ns}/probe] Timer 'register.<locals>.resync' "
-                                         f"succeeded")
-
-        wait_for(lambda: resyncs() >= 2, timeout=90, what="two resyncs of the Replication")
-        jobs = inventory(servers, kube.ns).jobs
-        assert not jobs, f"a job for a Replication without the finalizer: {sorted(jobs)}"
+        # the resync daemon looks at the Replication once per resync interval (3 s):
+        # watched for four intervals once the servers are Ready, no job may appear
+        kube.wait_condition("databaseserver", "couch-b", timeout=60)
+        window = time.monotonic() + 4 * 3.0
+        while time.monotonic() < window:
+            jobs = inventory(servers, kube.ns).jobs
+            assert not jobs, f"a job for a Replication without the finalizer: {sorted(jobs)}"
+            time.sleep(0.5)  # polling interval of the observation window
         kube.delete("replication", "probe")
         wait_for(lambda: not objects(kube), timeout=30, what="the Replication gone")
         assert inventory(servers, kube.ns).empty()
