@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint unit build-tools up down venv
+.PHONY: demo test reliability lint unit build-tools up down venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -31,11 +31,23 @@ lint: $(PY)
 	MYPYPATH=dev $(VENV)/bin/mypy --strict dev/harness.py tests/conftest.py
 	MYPYPATH=tests $(VENV)/bin/mypy --strict --ignore-missing-imports \
 		tests/simkit tests/harbor_sim tests/eden_sim
+	$(VENV)/bin/mypy --strict tests/fault_proxy.py
 
 unit: $(PY)
 	$(VENV)/bin/pytest -q tests/unit
 
-# Everything: lint, unit, integration and end-to-end (builds missing parts first), as
-# two pytest sessions side by side (dev/test-suite says how; TEST_SESSIONS=1 for one).
+# Everything but tests/reliability: lint, unit, integration and end-to-end (builds
+# missing parts first), as two pytest sessions side by side (dev/test-suite says how;
+# TEST_SESSIONS=1 for one).
 test: lint build-tools
 	PY=$(PY) dev/test-suite
+
+# The reliability suite (tests/reliability: kill -9 loop and failover under churn,
+# API server and etcd restarts, backend outages, fuzzed manifests), about 12 minutes on
+# 2 cores: on its own, after `make test` in CI. -s shows the figures the tests print.
+reliability: $(PY) build-tools
+	@status=0; $(VENV)/bin/pytest -q -s -p no:cacheprovider -rfE --durations=10 \
+	  tests/reliability || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make reliability: pytest collected no tests" >&2; \
+	  exit 1; fi; \
+	exit $$status

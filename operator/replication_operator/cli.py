@@ -122,7 +122,9 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=list(args.namespace), resync_interval=args.resync_interval,
         probe_interval=args.probe_interval, cleanup_grace=args.cleanup_grace,
         liveness_port=args.liveness_port, metrics_port=args.metrics_port, labels=labels)
-    kopf.configure(verbose=args.verbose)
+    # log_prefix: every line about an object names it ([namespace/name]), as `kopf run`
+    # does by default; without it a log of many objects cannot be followed
+    kopf.configure(verbose=args.verbose, log_prefix=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     kube.configure()

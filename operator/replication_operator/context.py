@@ -24,6 +24,7 @@ class OperatorContext:
     pace: Pace = field(default_factory=Pace)
     _locks: defaultdict[str, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock))
+    _deleting: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
 
     def lock(self, uid: str) -> asyncio.Lock:
         """One reconcile at a time per object (change handlers and timers overlap)."""
@@ -33,3 +34,19 @@ class OperatorContext:
         self._locks.pop(uid, None)
         self.statuses.forget(uid)
         self.pace.forget(uid)
+
+    def begin_deletion(self, uid: str) -> None:
+        """From now on a reconcile of this object writes nothing: kopf runs deletion
+        handlers while a timer's reconcile may still be in flight (it waits for timers
+        only before removing the finalizer), and that reconcile would put back what the
+        deletion removed. Remembered after release() (a late reconcile may come
+        after it), for the last DELETIONS_REMEMBERED objects."""
+        self._deleting[uid] = None
+        while len(self._deleting) > DELETIONS_REMEMBERED:
+            self._deleting.pop(next(iter(self._deleting)))
+
+    def deleting(self, uid: str) -> bool:
+        return uid in self._deleting
+
+
+DELETIONS_REMEMBERED = 10_000

@@ -49,6 +49,14 @@ async def read_secret(namespace: str, name: str) -> dict[str, str] | None:
 async def read_secret_annotated(namespace: str, name: str
                                 ) -> tuple[dict[str, str], dict[str, str]] | None:
     """The Secret's data, decoded, and its annotations; None if it does not exist."""
+    found = await read_secret_owned(namespace, name)
+    return None if found is None else (found[0], found[1])
+
+
+async def read_secret_owned(namespace: str, name: str
+                            ) -> tuple[dict[str, str], dict[str, str], set[str]] | None:
+    """The Secret's data, decoded, its annotations and the uids of its owners; None if
+    it does not exist."""
     core = kubernetes.client.CoreV1Api(api())
     try:
         secret = await asyncio.to_thread(core.read_namespaced_secret, name, namespace)
@@ -57,7 +65,12 @@ async def read_secret_annotated(namespace: str, name: str
             return None
         raise
     meta = secret.metadata
-    return _decode(secret.data), dict((meta.annotations if meta else None) or {})
+    owners = {str(ref.uid) for ref in (meta.owner_references if meta else None) or []}
+    return _decode(secret.data), dict((meta.annotations if meta else None) or {}), owners
+
+
+class ForeignSecretError(Exception):
+    """A Secret of that name exists and belongs to something else: never overwritten."""
 
 
 async def get_custom(namespace: str, plural: str, name: str) -> dict[str, Any] | None:
@@ -84,7 +97,8 @@ async def apply_secret(namespace: str, name: str, data: dict[str, str], *,
                        owner: kubernetes.client.V1OwnerReference | None,
                        labels: dict[str, str],
                        annotations: dict[str, str] | None = None) -> None:
-    """Create or replace a Secret holding `data` (values are plain strings)."""
+    """Create or replace a Secret holding `data` (values are plain strings); a Secret
+    that `owner` does not own is never replaced (ForeignSecretError)."""
     core = kubernetes.client.CoreV1Api(api())
     body = kubernetes.client.V1Secret(
         metadata=kubernetes.client.V1ObjectMeta(
@@ -97,11 +111,19 @@ async def apply_secret(namespace: str, name: str, data: dict[str, str], *,
     except ApiException as exc:
         if exc.status != 409:
             raise
+        found = await read_secret_owned(namespace, name)
+        if owner is not None and found is not None and owner.uid not in found[2]:
+            raise ForeignSecretError(name) from None
         await asyncio.to_thread(core.replace_namespaced_secret, name, namespace, body)
 
 
-async def delete_secret(namespace: str, name: str) -> None:
+async def delete_secret(namespace: str, name: str, *, owner_uid: str | None = None) -> None:
+    """Delete the Secret; with `owner_uid`, only if that object owns it."""
     core = kubernetes.client.CoreV1Api(api())
+    if owner_uid is not None:
+        found = await read_secret_owned(namespace, name)
+        if found is None or owner_uid not in found[2]:
+            return
     try:
         await asyncio.to_thread(core.delete_namespaced_secret, name, namespace)
     except ApiException as exc:

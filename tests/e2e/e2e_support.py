@@ -104,8 +104,9 @@ class OperatorProcess:
 
     def __init__(self, cluster: Any, log_dir: Path, *, resync: float = 3.0,
                  extra_args: list[str] | None = None, env: dict[str, str] | None = None,
-                 scope: list[str] | None = None) -> None:
+                 scope: list[str] | None = None, verbose: bool = True) -> None:
         self.cluster = cluster
+        self.verbose = verbose
         self.log_path = log_dir / "operator.log"
         self.resync = resync
         self.metrics_port = free_port()
@@ -121,7 +122,8 @@ class OperatorProcess:
         args = [sys.executable, "-m", "replication_operator", "run", *self.scope,
                 "--resync-interval", str(self.resync), "--probe-interval", "3",
                 "--cleanup-grace", "20", "--metrics-port", str(self.metrics_port),
-                "--liveness-port", str(self.liveness_port), "--verbose", *self.extra_args]
+                "--liveness-port", str(self.liveness_port),
+                *(["--verbose"] if self.verbose else []), *self.extra_args]
         env = {**self.cluster.env, **(self.env or {}),
                "PYTHONPATH": str(ROOT / "operator")}
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's exit

@@ -289,9 +289,17 @@ class Fanout:
 
     async def _resolve(self, namespace: str, name: str, spec: Mapping[str, Any]
                        ) -> tuple[FanoutSpec, pure.Matcher, str, ServerEntry]:
-        source = await self.ctx.servers.get(namespace, spec["source"]["server"])
-        target = await self.ctx.servers.get(namespace, spec["target"]["server"])
-        fs = pure.parse(name, spec, source.settings.type)
+        # parse before looking servers up by name: a side may be a registry (Harbor's),
+        # which parse refuses naming the field; the server `handles` went by is known
+        named = spec.get("server") or (spec.get("source") or {}).get("server") or \
+            (spec.get("target") or {}).get("server")
+        if not named:
+            raise SpecError("spec.source.server: a CouchDB/Cloudant/ReductStore policy "
+                            "replicates between two DatabaseServers")
+        first = await self.ctx.servers.get(namespace, str(named))
+        fs = pure.parse(name, spec, first.settings.type)
+        source = await self.ctx.servers.get(namespace, fs.source_server)
+        target = await self.ctx.servers.get(namespace, fs.target_server)
         matcher = pure.check(fs, source.settings.type, target.settings.type)
         server_family = pure.family(source.settings.type)
         job_server = fs.job_server or (fs.source_server if server_family == "reductstore"

@@ -35,7 +35,7 @@ from replication_operator.backends.policies import (
 from replication_operator.config import RUN_REQUESTED
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
-from replication_operator.handlers.cleanup import clean_up
+from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.handlers.fanout import Fanout
 from replication_operator.metrics import RECONCILE_SECONDS, RECONCILES
 from replication_operator.pacing import keep_up
@@ -187,6 +187,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
         uid = body.metadata.uid or f"{ns}/{name}"
         started = time.monotonic()
         async with ctx.lock(uid):
+            if ctx.deleting(uid):  # the deletion handler has it now
+                return None
             previous = ctx.statuses.current(uid, body.get("status"))
             try:
                 status, error = await converge(body, previous, max_age=max_age,
@@ -329,7 +331,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
 
         async def look(woken: bool) -> None:
             nonlocal full_look
-            if body.metadata.get("deletionTimestamp"):
+            if not timer_may_act(body):  # deleting, or kopf's finalizer not on it yet
                 return
             ns, name = body.metadata.namespace or "", body.metadata.name or ""
             now, last = time.monotonic(), ctx.pace.last(uid)
@@ -376,12 +378,13 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
                   spec.get("externalName") or "")
         what = f"policy {ext or policy_name(ns, name)}"
         ctx.tally.drop(KIND, f"{ns}/{name}")
-        ctx.release(uid)
+        ctx.begin_deletion(uid)
 
         async def remove() -> str:
             entry = await ctx.servers.get(ns, holder_of(spec))
             removed = await driver_of(entry).delete_policy(policy_name(ns, name), ext)
             return f" and registries {', '.join(removed)}" if removed else ""
 
-        await clean_up(body, patch, retry=retry, runtime=runtime, config=config, what=what,
-                       remove=remove)
+        await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
+                       what=what, remove=remove)
+        ctx.release(uid)

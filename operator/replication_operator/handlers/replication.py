@@ -32,7 +32,7 @@ from replication_operator.config import CREDENTIAL_GENERATION
 from replication_operator.context import OperatorContext
 from replication_operator.credentials import Credentials
 from replication_operator.errors import BackendError, MissingReferenceError, TransientBackendError
-from replication_operator.handlers.cleanup import clean_up
+from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.handlers.feeds import JobFeeds
 from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
 from replication_operator.pacing import keep_up
@@ -111,13 +111,18 @@ class Resolved:
 
 
 async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping[str, Any],
-                  status: Mapping[str, Any]) -> Resolved:
+                  status: Mapping[str, Any], *, for_deletion: bool = False) -> Resolved:
+    """`for_deletion`: a Token gone already is no obstacle (the job is removed with the
+    job server's own credentials, never a Token's), so a Replication deleted together
+    with its Token does not wait forever for it."""
     generations: dict[str, str] = {}
 
     async def endpoint(side: str) -> Endpoint:
         ref = spec[side]
         entry = await ctx.servers.get(namespace, ref["server"])
         settings = entry.settings
+        if ref.get("tokenRef") and for_deletion:
+            return Endpoint(settings, str(ref["database"]))
         if ref.get("tokenRef"):
             creds, auth_type, generation = await token_credentials(namespace, ref["tokenRef"])
             settings = with_credentials(
@@ -159,6 +164,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
         uid = body.metadata.uid or f"{ns}/{name}"
         started = time.monotonic()
         async with ctx.lock(uid):
+            if ctx.deleting(uid):  # the deletion handler has it now
+                return None
             previous = ctx.statuses.current(uid, body.get("status"))
             try:
                 status, error = await converge(body, previous, uid=uid, max_age=max_age)
@@ -297,7 +304,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
             return (ctx.pace.last(uid) or begun) + every()
 
         async def look(woken: bool) -> None:
-            if body.metadata.get("deletionTimestamp"):
+            if not timer_may_act(body):  # deleting, or kopf's finalizer not on it yet
                 return
             # woken: the feed has put the change into the server's stored state already
             max_age = config.resync_interval if woken else \
@@ -330,12 +337,18 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         status = dict(body.get("status") or {})
         ctx.tally.drop(KIND, f"{ns}/{name}")
-        ctx.release(uid)
+        ctx.begin_deletion(uid)
         feeds.untrack(uid)
 
         async def remove() -> str:
-            resolved = await resolve(ctx, ns, name, spec, status)
-            for job in (resolved.request.external_name, resolved.request.retiring):
+            resolved = await resolve(ctx, ns, name, spec, status, for_deletion=True)
+            jobs = [resolved.request.external_name, resolved.request.retiring]
+            replacement = getattr(resolved.driver, "replacement_name", None)
+            if replacement is not None and not resolved.request.adopted:
+                # a swap (ReductStore) cut short between creating the replacement and
+                # writing the status that names it: the replacement is ours all the same
+                jobs.append(replacement(resolved.request))
+            for job in dict.fromkeys(jobs):
                 if job:
                     await resolved.driver.delete(job, None)
             return ""
@@ -343,3 +356,4 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
         what = str(spec.get("externalName") or status.get("externalName") or f"{ns}/{name}")
         await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
                        what=f"job {what}", remove=remove)
+        ctx.release(uid)

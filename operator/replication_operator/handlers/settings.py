@@ -29,6 +29,10 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         settings.posting.level = logging.WARNING  # our own Events say what happened
         settings.batching.error_delays = (1, 2, 5, 10, 20, 30, 60, 120, 300)
         settings.networking.request_timeout = 60
+        # A resource deleted while its resync timer is mid-reconcile: kopf removes the
+        # finalizer only once the timer has exited, and checks again after this many
+        # seconds (default 60, so such a deletion took a minute and ran twice).
+        settings.background.cancellation_polling = 1.0
         if ctx.config.metrics_port:
             serve(ctx.config.metrics_port)
             logger.info("metrics on :%d/metrics", ctx.config.metrics_port)

@@ -21,7 +21,7 @@ from replication_operator.backends.tokens import (
 from replication_operator.config import CREDENTIAL, CREDENTIAL_GENERATION, ROTATE_REQUESTED
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
-from replication_operator.handlers.cleanup import clean_up
+from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.metrics import TOKEN_EXPIRY
 from replication_operator.reconcile.token import (
     DEFAULT_GRACE_SECONDS,
@@ -125,6 +125,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         ns, name = body.metadata.namespace or "", body.metadata.name or ""
         uid = body.metadata.uid or f"{ns}/{name}"
         async with ctx.lock(uid):
+            if ctx.deleting(uid):  # the deletion handler has it now
+                return None
             previous = ctx.statuses.current(uid, body.get("status"))
             outcome = Outcome()
             error: BackendError | None = None
@@ -156,9 +158,14 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         target_secret = secret_name(name, spec)
         base = base_name(ns, name, spec)
         fields = outcome.fields
+        found = await kube.read_secret_owned(ns, target_secret)
+        if found is not None and body.metadata.uid not in found[2]:
+            raise SpecError(f"spec.secretName: Secret {target_secret!r} exists and does not "
+                            f"belong to this Token; name another Secret (the operator never "
+                            f"overwrites one it did not make for this Token)")
         fields["secretName"] = target_secret
         driver = await driver_for(ctx, ns, spec["server"])
-        data, annotations = await kube.read_secret_annotated(ns, target_secret) or ({}, {})
+        data, annotations = (found[0], found[1]) if found is not None else ({}, {})
         # a crash between the Secret write and the status write: the Secret knows
         fields.update(delivered(previous, annotations, credential_key=CREDENTIAL,
                                 generation_key=CREDENTIAL_GENERATION))
@@ -263,7 +270,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, **only, interval=config.resync_interval,
                 initial_delay=config.resync_interval)
     async def resync(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        if not body.metadata.get("deletionTimestamp"):
+        if timer_may_act(body):
             await reconcile(body, patch, kwargs["token_users"])
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
@@ -271,8 +278,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                       **_: Any) -> None:
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         base = base_name(ns, name, spec)
+        uid = body.metadata.uid or f"{ns}/{name}"
         ctx.tally.drop(KIND, f"{ns}/{name}")
-        ctx.release(body.metadata.uid or "")
+        ctx.begin_deletion(uid)
         with contextlib.suppress(KeyError):
             TOKEN_EXPIRY.remove(ns, name)
 
@@ -282,9 +290,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 await driver.delete_token(slot)
             return ""
 
-        await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
-                       what=f"credential {base}", remove=remove)
-        await kube.delete_secret(ns, secret_name(name, spec))
+        async with ctx.lock(uid):  # after a reconcile in flight, never during it
+            await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
+                           what=f"credential {base}", remove=remove)
+            await kube.delete_secret(ns, secret_name(name, spec), owner_uid=uid)
+        ctx.release(uid)
 
 
 def issued_message(slot: str, generation: str, secret: str,

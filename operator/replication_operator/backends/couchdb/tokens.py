@@ -9,7 +9,9 @@ every user; once it has a member it is restricted to members and admins.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import defaultdict
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +28,11 @@ from replication_operator.http import ServerConnection
 
 USERS = "_users"
 DATABASES_FIELD = "dbops_databases"
+
+# `_security` has no revision: a read-modify-write that overlaps another one (two Tokens
+# granting the same database at once) silently undoes it. One at a time per server URL
+# and database, whichever DatabaseServer (namespace) the Token goes through.
+_SECURITY_LOCKS: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
 
 def user_doc_id(name: str) -> str:
@@ -73,13 +80,14 @@ class CouchDBTokens:
         return security, names
 
     async def _set_membership(self, db: str, name: str, member: bool) -> None:
-        security, names = await self._members(db)
-        if (name in names) == member:
-            return
-        names = [*names, name] if member else [n for n in names if n != name]
-        members = {**(security.get("members") or {}), "names": names}
-        await self.conn.request("PUT", f"/{quote(db, safe='')}/_security",
-                                json={**security, "members": members})
+        async with _SECURITY_LOCKS[(self.conn.settings.base_url, db)]:
+            security, names = await self._members(db)
+            if (name in names) == member:
+                return
+            names = [*names, name] if member else [n for n in names if n != name]
+            members = {**(security.get("members") or {}), "names": names}
+            await self.conn.request("PUT", f"/{quote(db, safe='')}/_security",
+                                    json={**security, "members": members})
 
     async def observe_token(self, request: TokenRequest, *, max_age: float
                             ) -> TokenObservation:

@@ -154,7 +154,7 @@ class ReductStoreBackend:
                     f"replication {request.external_name} is replacing "
                     f"{request.retiring}, which still sends what it holds; the change "
                     f"follows once it is done", code="Draining")
-            new_name = self._other_name(request)
+            new_name = self.replacement_name(request)
             created = await self.conn.request("POST", self._path(new_name), json=body,
                                               allow=(409,))
             if created.status_code == 409:  # left over from an interrupted swap
@@ -164,9 +164,11 @@ class ReductStoreBackend:
         finally:
             self._list.invalidate()
 
-    def _other_name(self, request: ReplicationRequest) -> str:
+    def replacement_name(self, request: ReplicationRequest) -> str:
         """The name a replacement takes: the default and `<default>-b` take turns (an
-        older `<ns>.<name>` is replaced by the default, which has no dot)."""
+        older `<ns>.<name>` is replaced by the default, which has no dot). Deletion
+        removes it too: a swap interrupted before its status was written leaves a
+        replacement no status names."""
         namespace, _, name = request.key.partition("/")
         default = self.default_name(namespace, name)
         return f"{default}-b" if request.external_name == default else default
