@@ -121,7 +121,8 @@ def _run(args: argparse.Namespace) -> int:
     config = OperatorConfig(
         namespaces=list(args.namespace), resync_interval=args.resync_interval,
         probe_interval=args.probe_interval, cleanup_grace=args.cleanup_grace,
-        liveness_port=args.liveness_port, metrics_port=args.metrics_port, labels=labels)
+        liveness_port=args.liveness_port, metrics_port=args.metrics_port, labels=labels,
+        selector=args.selector)
     # log_prefix: every line about an object names it ([namespace/name]), as `kopf run`
     # does by default; without it a log of many objects cannot be followed
     kopf.configure(verbose=args.verbose, log_prefix=True)
@@ -131,15 +132,18 @@ def _run(args: argparse.Namespace) -> int:
     election = _leader_election(args) if args.leader_elect else None
     lost, done = threading.Event(), threading.Event()  # the Lease lost; kopf finished
     exited = threading.Event()  # everything done: the exit watchdog stands down
+    # A stop signal is never lost: until the event loop (and then kopf) handles them, a
+    # signal sets this flag, which standing by and starting both look at.
+    stop_requested = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop_requested.set())
     if election is not None:
-        waiting = threading.Event()  # set by a signal while standing by
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: waiting.set())
         with _standby_health(config.liveness_port):
-            if not election.wait_for_leadership(waiting):
+            if not election.wait_for_leadership(stop_requested):
                 return 0
-        for sig in (signal.SIGTERM, signal.SIGINT):  # kopf handles them from here on
-            signal.signal(sig, signal.SIG_DFL)
+        if stop_requested.is_set():  # stopped just as the Lease was won: give it back
+            election.release()
+            return 0
 
     async def read_server(namespace: str, name: str) -> dict[str, object] | None:
         return await kube.get_custom(namespace, "databaseservers", name)
@@ -161,8 +165,12 @@ def _run(args: argparse.Namespace) -> int:
         # an asyncio flag: kopf waits for a threading one in an executor thread, which
         # then keeps the process from exiting after a normal stop
         stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # until kopf installs its own
+            loop.add_signal_handler(sig, stop.set)
+        if stop_requested.is_set():
+            stop.set()
         if election is not None:
-            loop = asyncio.get_running_loop()
 
             def on_lost() -> None:
                 lost.set()
