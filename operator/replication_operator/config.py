@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
+
+from replication_operator import FINALIZER
 
 
 @dataclass(frozen=True)
@@ -19,10 +22,21 @@ class OperatorConfig:
     standalone: bool = True
     annotation_prefix: str = "replication.dbops.dev"
     labels: dict[str, Any] = field(default_factory=dict)  # kopf filters of --selector
+    selector: str = ""  # --selector as given
 
     def selection(self) -> dict[str, Any]:
         """Keyword arguments for every kopf handler decorator: this shard's resources."""
         return {"labels": self.labels} if self.labels else {}
+
+    @property
+    def finalizer(self) -> str:
+        """The finalizer this operator puts on its objects. Every shard (`--selector`)
+        has its own: kopf takes its finalizer off any object of a kind it watches and
+        has no handler for, so with one name the shards would remove each other's."""
+        if not self.selector:
+            return FINALIZER
+        digest = hashlib.sha256(self.selector.encode()).hexdigest()[:8]
+        return f"{FINALIZER}-{digest}"
 
     def backoff(self, retry: int) -> float:
         """Capped exponential backoff for the n-th retry of a transient failure."""

@@ -223,6 +223,17 @@ def test_plan_creates_keeps_changes_deletes_and_reports_foreign() -> None:
     assert plan.foreign == [foreign] and plan.waiting == [dying.name]
 
 
+def test_children_belong_to_their_policys_shard_and_carry_no_other_label() -> None:
+    """`inherit` are the keys of the operator's --selector: a child without them would
+    be another shard's (or nobody's); an Argo CD tracking label must not be copied."""
+    fs = fs_of()
+    owner = {"metadata": {**OWNER["metadata"], "labels": {
+        "shard": "a", "app.kubernetes.io/instance": "orders-app"}}}
+    plan = f.plan_children(fs, "couchdb", ["orders-1"], [], owner, RunState(),
+                           inherit=("shard", "tier"))
+    assert plan.create[0]["metadata"]["labels"] == {"shard": "a", f.POLICY_LABEL: "orders"}
+
+
 @given(st.sets(st.sampled_from([f"orders-{i}" for i in range(12)])),
        st.sets(st.sampled_from([f"orders-{i}" for i in range(12)])))
 def test_plan_is_the_set_difference(observed: set[str], wanted: set[str]) -> None:

@@ -38,3 +38,17 @@ def test_shards_split_every_resource_exactly_once(resource: dict[str, str], shar
     """shard=a and shard!=a together cover every resource, each exactly once."""
     mine, rest = parse_selector("shard=a"), parse_selector("shard!=a")
     assert matches(mine, resource) != matches(rest, resource)
+
+
+def test_every_shard_has_its_own_finalizer() -> None:
+    """kopf takes its finalizer off any watched object it has no handler for: shards
+    sharing one name would strip each other's objects of it."""
+    from replication_operator import FINALIZER
+    from replication_operator.config import OperatorConfig
+
+    assert OperatorConfig().finalizer == FINALIZER
+    a = OperatorConfig(selector="shard=a").finalizer
+    b = OperatorConfig(selector="shard!=a").finalizer
+    assert len({FINALIZER, a, b}) == 3
+    assert a.startswith(f"{FINALIZER}-") and len(a.split("/")[1]) <= 63
+    assert OperatorConfig(selector="shard=a").finalizer == a, "stable across restarts"

@@ -16,14 +16,14 @@ from replication_operator.errors import BackendError
 from replication_operator.status import now_iso
 
 
-def timer_may_act(body: kopf.Body) -> bool:
+def timer_may_act(body: kopf.Body, finalizer: str = FINALIZER) -> bool:
     """Whether a resync timer may reconcile: not once deletion began, and not before
     kopf's finalizer is on the object. kopf starts timers as soon as it sees an object;
     a reconcile that creates a job before the finalizer is there leaves that job behind
     if the object is deleted meanwhile (nothing runs the deletion handler). The change
     handlers run only once the finalizer is in place and do the first reconcile."""
     meta = body.metadata
-    return not meta.get("deletionTimestamp") and FINALIZER in (meta.get("finalizers") or [])
+    return not meta.get("deletionTimestamp") and finalizer in (meta.get("finalizers") or [])
 
 
 def report_blocked(patch: Any, *, waited: float, grace: float, what: str, reason: str

@@ -332,7 +332,8 @@ class Fanout:
                              requested=(body["metadata"].get("annotations") or {}).get(
                                  RUN_REQUESTED),
                              spec_changed=spec_changed)
-        plan = pure.plan_children(fs, server_family, matched, children, body, step.state)
+        plan = pure.plan_children(fs, server_family, matched, children, body, step.state,
+                                  inherit=tuple(self.ctx.config.labels))
         foreign = await self._apply(body, plan, children, spec_changed)
         for type_, reason, message in step.events:
             self._event(body, type_, reason, message)
@@ -461,8 +462,10 @@ class Fanout:
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> Fanout:
     fanout = Fanout(ctx)
 
+    # this shard's children only: kopf takes the finalizer off any object it watches and
+    # has no handler for, so watching another shard's objects would undo its finalizers
     @kopf.index(GROUP, VERSION, CHILDREN, registry=registry, id=INDEX,
-                labels={POLICY_LABEL: kopf.PRESENT})
+                labels={**ctx.config.labels, POLICY_LABEL: kopf.PRESENT})
     async def fanout_children(body: kopf.Body, namespace: str | None, labels: kopf.Labels,
                         **_: Any) -> dict[Key, Child]:
         return {(namespace or "", str(labels[POLICY_LABEL])): Child.from_body(body)}

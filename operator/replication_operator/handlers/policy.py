@@ -331,7 +331,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
 
         async def look(woken: bool) -> None:
             nonlocal full_look
-            if not timer_may_act(body):  # deleting, or kopf's finalizer not on it yet
+            if not timer_may_act(body, config.finalizer):  # deleting, or no finalizer yet
                 return
             ns, name = body.metadata.namespace or "", body.metadata.name or ""
             now, last = time.monotonic(), ctx.pace.last(uid)

@@ -304,7 +304,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
             return (ctx.pace.last(uid) or begun) + every()
 
         async def look(woken: bool) -> None:
-            if not timer_may_act(body):  # deleting, or kopf's finalizer not on it yet
+            if not timer_may_act(body, config.finalizer):  # deleting, or no finalizer yet
                 return
             # woken: the feed has put the change into the server's stored state already
             max_age = config.resync_interval if woken else \

@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from replication_operator import FINALIZER, GROUP
+from replication_operator import GROUP
 from replication_operator.context import OperatorContext
 from replication_operator.metrics import serve
 
@@ -19,7 +19,7 @@ WATCH_SERVER_TIMEOUT = 300
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
-        settings.persistence.finalizer = FINALIZER
+        settings.persistence.finalizer = ctx.config.finalizer
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration")

@@ -106,7 +106,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     only = ctx.config.selection()  # this shard's resources (--selector)
     config = ctx.config
 
-    @kopf.index(GROUP, VERSION, "replications", id="token_users", registry=registry)
+    # this shard's Replications only (kopf takes the finalizer off any object it watches
+    # and has no handler for): a Token and the Replications using it share a shard
+    @kopf.index(GROUP, VERSION, "replications", id="token_users", registry=registry, **only)
     def token_users(namespace: str | None, name: str, body: kopf.Body, **_: Any
                     ) -> dict[tuple[str, str], tuple[str, str | None]]:
         """Replications by the Token they use: (namespace, token) → (replication, the
@@ -270,7 +272,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, **only, interval=config.resync_interval,
                 initial_delay=config.resync_interval)
     async def resync(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        if timer_may_act(body):
+        if timer_may_act(body, config.finalizer):
             await reconcile(body, patch, kwargs["token_users"])
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)

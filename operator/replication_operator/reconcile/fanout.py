@@ -427,14 +427,21 @@ def child_spec(fs: FanoutSpec, database: str, server_family: str, *, run: str = 
 
 
 def child_body(fs: FanoutSpec, database: str, server_family: str, owner: Mapping[str, Any],
-               *, run: str = "", sending: bool = False) -> dict[str, Any]:
-    """A new child Replication, owned by the policy `owner` (its body)."""
+               *, run: str = "", sending: bool = False, inherit: Iterable[str] = ()
+               ) -> dict[str, Any]:
+    """A new child Replication, owned by the policy `owner` (its body). It carries the
+    policy's labels named in `inherit` (the shard selector's keys: a child belongs to
+    its policy's shard), and no other (an Argo CD tracking label would make the child
+    look like a resource of the application, missing from Git)."""
     meta = owner["metadata"]
+    owner_labels = meta.get("labels") or {}
+    labels = {k: owner_labels[k] for k in inherit if k in owner_labels}
     annotations = {RUN_ANNOTATION: run} if run else {}
     return {
         "apiVersion": API_VERSION, "kind": "Replication",
         "metadata": {
-            "name": child_name(fs.policy, database), "labels": {POLICY_LABEL: fs.policy},
+            "name": child_name(fs.policy, database),
+            "labels": {**labels, POLICY_LABEL: fs.policy},
             **({"annotations": annotations} if annotations else {}),
             "ownerReferences": [{"apiVersion": API_VERSION, "kind": "ReplicationPolicy",
                                  "name": meta["name"], "uid": meta["uid"],
@@ -477,8 +484,8 @@ class RunState:
 
 
 def plan_children(fs: FanoutSpec, server_family: str, databases: Sequence[str],
-                  observed: Iterable[Child], owner: Mapping[str, Any], run: RunState
-                  ) -> ChildPlan:
+                  observed: Iterable[Child], owner: Mapping[str, Any], run: RunState,
+                  inherit: Iterable[str] = ()) -> ChildPlan:
     """Create, change and delete to make the children exactly one per matched database.
 
     Children of another owner (same label, other uid) are reported, never touched.
@@ -495,7 +502,8 @@ def plan_children(fs: FanoutSpec, server_family: str, databases: Sequence[str],
         if child is None:
             joins = bool(run.active) and run.starting
             plan.create.append(child_body(fs, db, server_family, owner,
-                                          run=run.active if joins else "", sending=joins))
+                                          run=run.active if joins else "", sending=joins,
+                                          inherit=inherit))
             continue
         if child.deleting:
             plan.waiting.append(name)
