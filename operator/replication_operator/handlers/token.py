@@ -234,10 +234,28 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             await revoke(driver, pending, outcome, decision.message)
         elif pending:
             outcome.note = outcome.note or decision.message
+        if not pending and plan.verb not in (TokenVerb.CREATE, TokenVerb.ROTATE) and \
+                body.metadata.uid not in leftovers_checked:
+            await remove_leftover(body, driver, other_slot(base, current), outcome)
         if seen.created_at and not previous.get("createdAt"):
             fields.setdefault("createdAt", seen.created_at)
         if seen.expires_at:
             fields.setdefault("expiresAt", seen.expires_at)
+
+    leftovers_checked: set[str] = set()  # Tokens whose unused slot was looked at
+
+    async def remove_leftover(body: kopf.Body, driver: TokenDriver, slot: str,
+                              outcome: Outcome) -> None:
+        """Delete the credential in the slot no status or Secret names: an operator
+        killed between creating it and writing the Secret left it behind (once per Token
+        per process, so once after every restart)."""
+        ns, name = body.metadata.namespace or "", body.metadata.name or ""
+        if (await driver.observe_token(token_request(ns, name, body.spec, slot),
+                                       max_age=config.resync_interval)).exists:
+            await driver.delete_token(slot)
+            outcome.events.append(("LeftoverRemoved", f"removed credential {slot}, left "
+                                                      f"behind by an interrupted issue"))
+        leftovers_checked.add(str(body.metadata.uid))
 
     async def issue(body: kopf.Body, driver: TokenDriver, slot: str, generation: str,
                     target_secret: str) -> IssuedCredential:
