@@ -9,6 +9,8 @@ while a hand edit is still found within a bounded time.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +21,8 @@ from replication_operator.backends.reductstore.tokens import ReductStoreTokens
 from replication_operator.backends.snapshot import Snapshot
 from replication_operator.errors import PermanentBackendError, ReadOnlyError, TransientBackendError
 from replication_operator.http import ServerConnection, ServerSettings
+
+log = logging.getLogger(__name__)
 
 API = "/api/v1"
 DETAIL_EVERY = 10
@@ -105,6 +109,15 @@ class ReductStoreBackend:
             self._errored[name] = rs.error_counts(detail)
         if request.retiring:
             seen.retired = await self._retire(request, item)
+        elif not request.adopted and item is not None:
+            # the other name exists, and the status does not say it retires: an operator
+            # killed between making a replacement and writing the status left it; it
+            # goes like a replaced one (once it has sent what it holds)
+            leftover = self.replacement_name(request)
+            if leftover in items and await self._retire(
+                    dataclasses.replace(request, retiring=leftover), item):
+                log.info("removed replication %s, left behind by an interrupted swap; "
+                         "%s replaces it", leftover, name)
         return seen
 
     async def _ensure_target_bucket(self, request: ReplicationRequest) -> None:
