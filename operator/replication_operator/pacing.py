@@ -72,6 +72,18 @@ class Wakers:
         if self._wakers.get(uid) is waker:
             del self._wakers[uid]
 
+    async def follow(self, uid: str, *, due: Callable[[], float],
+                     look: Callable[[bool], Awaitable[None]]) -> None:
+        """An object's daemon: `keep_up` with its own waker, until kopf cancels it
+        (deletion, exit: not an error)."""
+        waker = self.add(uid)
+        try:
+            await keep_up(waker, due=due, look=look)
+        except asyncio.CancelledError:
+            return
+        finally:
+            self.remove(uid, waker)
+
     def wake(self, uid: str) -> bool:
         """Wake the object's task; False if it has none (not running here)."""
         waker = self._wakers.get(uid)

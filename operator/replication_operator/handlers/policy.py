@@ -9,7 +9,6 @@ on a Harbor. Status is written by whoever reconciled, under the object's lock.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -38,7 +37,6 @@ from replication_operator.errors import BackendError, SpecError, TransientBacken
 from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.handlers.fanout import Fanout
 from replication_operator.metrics import RECONCILE_SECONDS, RECONCILES
-from replication_operator.pacing import keep_up
 from replication_operator.reconcile.cadence import (
     FAST_POLL,
     fresh_enough,
@@ -311,7 +309,6 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
         begun = time.monotonic()
         full_look = begun  # when the daemon last read everything (not just executions)
         closing: dict[int, float] = {}  # see policy_busy
-        waker = ctx.wakers.add(uid)
 
         def polled() -> bool:
             """An execution runs on a server whose executions can be polled alone."""
@@ -351,12 +348,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
                 log.warning("status of ReplicationPolicy %s/%s not written (%s): sent again "
                             "at the next look", ns, name, exc.reason)
 
-        try:
-            await keep_up(waker, due=due, look=look)
-        except asyncio.CancelledError:
-            return  # kopf stops daemons by cancelling them (deletion, exit): not an error
-        finally:
-            ctx.wakers.remove(uid, waker)
+        await ctx.wakers.follow(uid, due=due, look=look)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,

@@ -11,7 +11,6 @@ handler's patch applied after a later daemon write would put an older status bac
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -35,7 +34,6 @@ from replication_operator.errors import BackendError, MissingReferenceError, Tra
 from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.handlers.feeds import JobFeeds
 from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
-from replication_operator.pacing import keep_up
 from replication_operator.reconcile.cadence import fresh_enough, interval, replication_busy
 from replication_operator.reconcile.replication import (
     Verb,
@@ -294,7 +292,6 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
         (deletion, exit). A reconcile under way then still finishes."""
         uid = body.metadata.uid or ""
         begun = time.monotonic()
-        waker = ctx.wakers.add(uid)
 
         def every() -> float:
             status = ctx.statuses.current(uid, body.get("status"))
@@ -316,12 +313,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
                             "the next look", body.metadata.namespace, body.metadata.name,
                             exc.reason)
 
-        try:
-            await keep_up(waker, due=due, look=look)
-        except asyncio.CancelledError:
-            return  # kopf stops daemons by cancelling them (deletion, exit): not an error
-        finally:
-            ctx.wakers.remove(uid, waker)
+        await ctx.wakers.follow(uid, due=due, look=look)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
