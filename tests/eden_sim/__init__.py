@@ -2,9 +2,15 @@
 which really exchange records through Eden's peer protocol when a scheduler job runs.
 No Eden can be installed from the registries here, so this is the contract the Eden
 backend is built against. Its facts come from `../shared/BACKENDS.md` §4 (seen request
-by request on real Eden instances: web2py 2.21.2, Eden master of 2024, Python 3.11);
-where this simulator and §4 disagree, §4 wins. Each fact below is checked by a test in
-tests/integration/test_eden_sim_contract.py that fails on a simulator without it.
+by request on real Eden instances: web2py 2.21.2, Eden master of 2024, Python 3.11).
+On three points it does NOT follow §4 but what two real Edens built here answered
+(listed under "Seen on Eden built here"): repository names are not unique (§4: unique)
+while URLs are; after a failed task only later non-pulling tasks are skipped (§4: every
+later task); under the default policy a pull with a wrong peer password is served
+anonymously (§4: `b'Authentication Required'`, which the `strict_policy` setting
+gives). These wait for BACKENDS.md to be settled by its maintainers. Each fact below is
+checked by a test in tests/integration/test_eden_sim_contract.py that fails on a
+simulator without it.
 
 Run it by hand (from the repository root; never prints the password)::
 
