@@ -318,6 +318,19 @@ def one_shot(ns: str, name: str, source: str, target: str) -> dict[str, Any]:
                      "continuous": False}}
 
 
+async def tear_down(kube: Kube, a: Couch, b: Couch, namespaces: list[str], *,
+                    keep: bool) -> None:
+    """Unless `keep`: each namespace, its jobs on couch B (`<ns>.`) and its databases
+    there (`<ns>-`); then close the clients."""
+    if not keep:
+        for ns in namespaces:
+            await kube.delete_namespace(ns)
+            await b.delete_jobs(f"{ns}.")
+            await b.delete_dbs(f"{ns}-")
+    for client in (kube, a, b):
+        await client.aclose()
+
+
 async def setup_namespace(kube: Kube, ns: str, env: dict[str, str]) -> None:
     await kube.call("POST", "/api/v1/namespaces", json={"metadata": {"name": ns}})
     for item in servers(ns, env):

@@ -37,6 +37,7 @@ from benchkit import (
     poll,
     rss_mib,
     setup_namespace,
+    tear_down,
 )
 
 SOURCE = "bench-conv-src"
@@ -188,13 +189,7 @@ async def main() -> None:
         print(f"  API writes: {floor['writes']}")
         print(f"ratio operator / floor: {op['seconds'] / floor['seconds']:.2f} (goal <= 1.3)")
     finally:
-        if not args.keep:
-            for ns in namespaces:
-                await kube.delete_namespace(ns)
-                await b.delete_jobs(f"{ns}.")
-                await b.delete_dbs(f"{ns}-")
-        for client in (kube, a, b):
-            await client.aclose()
+        await tear_down(kube, a, b, namespaces, keep=args.keep)
 
 
 if __name__ == "__main__":

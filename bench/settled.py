@@ -34,6 +34,7 @@ from benchkit import (
     poll,
     rss_mib,
     setup_namespace,
+    tear_down,
 )
 
 SOURCE = "bench-conv-src"
@@ -100,12 +101,7 @@ async def main() -> None:
               f"core), RSS {rss_mib(operator.proc.pid):.0f} MiB; {load()}")
     finally:
         operator.stop()
-        if not args.keep:
-            await kube.delete_namespace(ns)
-            await b.delete_jobs(f"{ns}.")
-            await b.delete_dbs(f"{ns}-")
-        for client in (kube, a, b):
-            await client.aclose()
+        await tear_down(kube, a, b, [ns], keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,18 @@ import asyncio
 import secrets
 import time
 
-from benchkit import Couch, Kube, Operator, dev_env, load, one_shot, poll, setup_namespace, summary
+from benchkit import (
+    Couch,
+    Kube,
+    Operator,
+    dev_env,
+    load,
+    one_shot,
+    poll,
+    setup_namespace,
+    summary,
+    tear_down,
+)
 
 SOURCE = "bench-latency-src"
 BACKGROUND_SOURCE = "bench-conv-src"
@@ -102,12 +113,7 @@ async def main() -> None:
         watch.cancel()
     finally:
         operator.stop()
-        if not args.keep:
-            await kube.delete_namespace(ns)
-            await b.delete_jobs(f"{ns}.")
-            await b.delete_dbs(f"{ns}-")
-        for client in (kube, a, b):
-            await client.aclose()
+        await tear_down(kube, a, b, [ns], keep=args.keep)
 
 
 if __name__ == "__main__":
