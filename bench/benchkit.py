@@ -30,7 +30,8 @@ GROUP, VERSION = "replication.dbops.dev", "v1alpha1"
 T = TypeVar("T")
 
 
-def dev_env() -> dict[str, str]:
+def read_dev_env() -> dict[str, str]:
+    """The environment with what `dev/up` wrote into .dev/env on top."""
     values = {}
     env_file = ROOT / ".dev" / "env"
     if env_file.exists():
@@ -38,7 +39,11 @@ def dev_env() -> dict[str, str]:
             if line.startswith("export ") and "=" in line:
                 key, _, value = line[7:].partition("=")
                 values[key] = value.strip("'\"")
-    env = {**os.environ, **values}
+    return {**os.environ, **values}
+
+
+def dev_env() -> dict[str, str]:
+    env = read_dev_env()
     if "KUBECONFIG" not in env or "COUCHDB_A_URL" not in env:
         raise SystemExit("no dev stack: run dev/up first")
     return env

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -30,19 +29,10 @@ from typing import Any
 
 import httpx
 
+from benchkit import read_dev_env
+
 ROOT = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"- - (GET|PUT|POST|DELETE|HEAD|COPY) (\S+) (\d+)")
-
-
-def dev_env() -> dict[str, str]:
-    values = {}
-    env_file = ROOT / ".dev" / "env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if line.startswith("export ") and "=" in line:
-                key, _, value = line[7:].partition("=")
-                values[key] = value.strip("'\"")
-    return {**os.environ, **values}
 
 
 def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
@@ -67,7 +57,7 @@ def cli(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess[st
 
 
 def main() -> None:
-    env = dev_env()
+    env = read_dev_env()
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
     args = parser.parse_args()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import socket
 import subprocess
@@ -31,19 +30,10 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
+from benchkit import read_dev_env
+
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
-
-
-def dev_env() -> dict[str, str]:
-    values = {}
-    env_file = ROOT / ".dev" / "env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if line.startswith("export ") and "=" in line:
-                key, _, value = line[7:].partition("=")
-                values[key] = value.strip("'\"")
-    return {**os.environ, **values}
 
 
 def free_port() -> int:
@@ -82,7 +72,7 @@ def rss_kib(pid: int) -> int:
 
 
 def main() -> None:
-    env = dev_env()
+    env = read_dev_env()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--resync", type=float, default=10.0, help="operator resync interval")
