@@ -1,5 +1,5 @@
 """What every handler shares: settings, the server registry, metrics, locks, and the
-wakers and pace of the objects' background tasks."""
+pacer that looks at the objects again."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from replication_operator.config import OperatorConfig
 from replication_operator.metrics import ResourceTally
-from replication_operator.pacing import Pace, Wakers
+from replication_operator.pacing import Pace, Pacer
 from replication_operator.servers import ServerRegistry
 from replication_operator.status import StatusMemory
 
@@ -20,7 +20,7 @@ class OperatorContext:
     servers: ServerRegistry
     tally: ResourceTally = field(default_factory=ResourceTally)
     statuses: StatusMemory = field(default_factory=StatusMemory)
-    wakers: Wakers = field(default_factory=Wakers)
+    pacer: Pacer = field(default_factory=Pacer)
     pace: Pace = field(default_factory=Pace)
     _locks: defaultdict[str, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock))
@@ -34,6 +34,7 @@ class OperatorContext:
         self._locks.pop(uid, None)
         self.statuses.forget(uid)
         self.pace.forget(uid)
+        self.pacer.unfollow(uid)
 
     def begin_deletion(self, uid: str) -> None:
         """From now on a reconcile of this object writes nothing: kopf runs deletion

@@ -1,14 +1,17 @@
-"""When objects are looked at again, how old a list they may decide on, and wakers."""
+"""When objects are looked at again, how old a list they may decide on, and the Pacer
+that looks at them."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from replication_operator.backends.snapshot import Snapshot
-from replication_operator.pacing import Pace, Waker, Wakers, keep_up
+from replication_operator.pacing import Pace, Pacer
 from replication_operator.reconcile.cadence import (
     CLOSE_WAIT,
     FAST_POLL,
@@ -89,86 +92,163 @@ def test_a_harbor_execution_is_polled_until_closed_or_for_a_while_after_its_task
     assert not policy_busy(closed, closing, 100.0) and closing == {}
 
 
-async def test_a_waker_wakes_a_waiting_task_and_keeps_an_early_wake() -> None:
-    waker = Waker()
-    waiting = asyncio.ensure_future(waker.wait(60))
-    await asyncio.sleep(0)
-    waker.wake()
-    assert await asyncio.wait_for(waiting, 5) is True
-    waker.wake()  # nobody waits: kept for the next wait
-    assert await waker.wait(60) is True
-    assert await waker.wait(0.01) is False
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll with a deadline (the Pacer runs in the background)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
 
 
-async def test_wakers_by_uid() -> None:
-    wakers = Wakers()
-    assert wakers.wake("u") is False
-    mine = wakers.add("u")
-    assert wakers.wake("u") is True
-    assert await mine.wait(60) is True
-    wakers.remove("u", Waker())  # not the registered one: kept
-    assert len(wakers) == 1
-    wakers.remove("u", mine)
-    assert len(wakers) == 0
+class Recorder:
+    """Looks that record themselves, each held until released when `hold` is set."""
+
+    def __init__(self, pace: Pace) -> None:
+        self.pace = pace
+        self.looks: list[tuple[str, bool]] = []
+        self.running = 0
+        self.most_at_once = 0
+        self.hold: asyncio.Event | None = None
+
+    def look(self, uid: str) -> Callable[[bool], Coroutine[Any, Any, None]]:
+        async def look(woken: bool) -> None:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            try:
+                if self.hold is not None:
+                    await self.hold.wait()
+                self.looks.append((uid, woken))
+            finally:
+                self.running -= 1
+                self.pace.done(uid)
+        return look
 
 
-async def test_keep_up_looks_when_due_and_when_woken() -> None:
-    clock = Pace()
-    waker = Waker()
-    looks: list[bool] = []
-    seen = asyncio.Event()
+async def test_the_pacer_looks_when_due_and_when_woken() -> None:
+    pace, pacer = Pace(), Pacer()
+    rec = Recorder(pace)
+    begun = pace.clock()
+    pacer.follow("x", due=lambda: (pace.last("x") or begun) + (0.05 if not rec.looks else 60),
+                 look=rec.look("x"))
+    await until(lambda: len(rec.looks) == 1)  # due after 0.05 s
+    assert pacer.wake("x") is True
+    await until(lambda: len(rec.looks) == 2)
+    assert rec.looks == [("x", False), ("x", True)]
+    assert pacer.wake("unknown") is False
+    await pacer.stop()
+
+
+async def test_a_wake_during_a_look_is_looked_at_right_after_it() -> None:
+    pace, pacer = Pace(), Pacer()
+    rec = Recorder(pace)
+    rec.hold = asyncio.Event()
+    pacer.follow("x", due=lambda: 1e18, look=rec.look("x"))
+    pacer.wake("x")
+    await until(lambda: rec.running == 1)
+    pacer.wake("x")
+    pacer.wake("x")  # two wakes during one look: one more look
+    rec.hold.set()
+    await until(lambda: len(rec.looks) == 2)
+    await asyncio.sleep(0.05)
+    assert rec.looks == [("x", True), ("x", True)]
+    await pacer.stop()
+
+
+async def test_a_due_moved_later_by_another_reconcile_is_not_looked_at_early() -> None:
+    pace, pacer = Pace(), Pacer()
+    rec = Recorder(pace)
+    begun = pace.clock()
+    pacer.follow("x", due=lambda: (pace.last("x") or begun) + 0.1, look=rec.look("x"))
+    await asyncio.sleep(0.05)
+    pace.done("x")  # a spec change reconciled it: due 0.1 s from now
+    await asyncio.sleep(0.08)
+    assert rec.looks == []
+    await until(lambda: len(rec.looks) == 1)
+    await pacer.stop()
+
+
+async def test_reschedule_brings_a_look_forward() -> None:
+    pace, pacer = Pace(), Pacer()
+    rec = Recorder(pace)
+    every = [60.0]
+    begun = pace.clock()
+    pacer.follow("x", due=lambda: (pace.last("x") or begun) + every[0], look=rec.look("x"))
+    await asyncio.sleep(0.02)
+    every[0] = 0.01  # its status says busy now
+    pacer.reschedule("x")
+    await until(lambda: len(rec.looks) == 1)
+    await pacer.stop()
+
+
+async def test_at_most_limit_looks_at_once_and_every_object_gets_its_look() -> None:
+    pace, pacer = Pace(), Pacer(limit=3)
+    rec = Recorder(pace)
+    rec.hold = asyncio.Event()
+    for i in range(10):
+        uid = f"u{i}"
+        pacer.follow(uid, due=lambda uid=uid: 0.0 if pace.last(uid) is None else 1e18,
+                     look=rec.look(uid))
+    await until(lambda: rec.running == 3)
+    await asyncio.sleep(0.05)
+    assert rec.running == 3
+    rec.hold.set()
+    await until(lambda: len(rec.looks) == 10)
+    assert rec.most_at_once == 3
+    assert sorted(uid for uid, _ in rec.looks) == sorted(f"u{i}" for i in range(10))
+    await pacer.stop()
+
+
+async def test_a_failing_look_does_not_stop_the_pacer() -> None:
+    pacer = Pacer()
+    calls: list[str] = []
+
+    async def failing(woken: bool) -> None:
+        calls.append("bad")
+        raise RuntimeError("boom")
+
+    async def fine(woken: bool) -> None:
+        calls.append("good")
+
+    pacer.follow("bad", due=lambda: 1e18, look=failing)
+    pacer.follow("good", due=lambda: 1e18, look=fine)
+    pacer.wake("bad")
+    await until(lambda: calls == ["bad"])
+    pacer.wake("good")
+    await until(lambda: calls == ["bad", "good"])
+    await pacer.stop()
+
+
+async def test_unfollowed_objects_are_not_looked_at_and_a_look_under_way_finishes() -> None:
+    pace, pacer = Pace(), Pacer()
+    rec = Recorder(pace)
+    rec.hold = asyncio.Event()
+    pacer.follow("x", due=lambda: 1e18, look=rec.look("x"))
+    due_soon = pace.clock() + 0.05
+    pacer.follow("y", due=lambda: due_soon, look=rec.look("y"))
+    pacer.wake("x")
+    await until(lambda: rec.running == 1)
+    pacer.unfollow("x")
+    pacer.unfollow("y")
+    await asyncio.sleep(0.1)  # y's time passes
+    assert "x" not in pacer and len(pacer) == 0
+    assert pacer.wake("x") is False
+    stopping = asyncio.ensure_future(pacer.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # waits for the look under way
+    rec.hold.set()
+    await asyncio.wait_for(stopping, 5)
+    assert rec.looks == [("x", True)]  # and y, unfollowed before it was due, never
+
+
+async def test_stop_gives_up_on_a_look_that_does_not_end() -> None:
+    pacer = Pacer()
+    forever = asyncio.Event()
 
     async def look(woken: bool) -> None:
-        looks.append(woken)
-        clock.done("x")
-        seen.set()
+        await forever.wait()
 
-    last = clock.clock()
-    task = asyncio.ensure_future(keep_up(
-        waker, due=lambda: (clock.last("x") or last) + (0.05 if not looks else 60),
-        look=look))
-    await asyncio.wait_for(seen.wait(), 5)  # due after 0.05 s
-    seen.clear()
-    waker.wake()
-    await asyncio.wait_for(seen.wait(), 5)
-    task.cancel()
-    assert looks == [False, True]
-
-
-async def test_a_look_under_way_finishes_when_its_task_is_cancelled() -> None:
-    waker = Waker()
-    started, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
-
-    async def look(woken: bool) -> None:
-        started.set()
-        await release.wait()
-        finished.set()
-
-    task = asyncio.ensure_future(keep_up(waker, due=lambda: 0.0, look=look))
-    await asyncio.wait_for(started.wait(), 5)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    release.set()
-    await asyncio.wait_for(finished.wait(), 5)
-
-
-async def test_a_failing_look_does_not_end_the_loop() -> None:
-    waker = Waker()
-    calls = 0
-    first, second = asyncio.Event(), asyncio.Event()
-
-    async def look(woken: bool) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            first.set()
-            raise RuntimeError("boom")
-        second.set()
-
-    task = asyncio.ensure_future(keep_up(waker, due=lambda: 1e18, look=look))
-    waker.wake()
-    await asyncio.wait_for(first.wait(), 5)
-    waker.wake()
-    await asyncio.wait_for(second.wait(), 5)
-    task.cancel()
-    assert calls == 2
+    pacer.follow("x", due=lambda: 0.0, look=look)
+    await until(lambda: pacer.looking == 1)
+    await asyncio.wait_for(pacer.stop(wait=0.05), 5)
+    forever.set()

@@ -21,6 +21,12 @@ from replication_operator.handlers import (
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    @kopf.on.cleanup(registry=registry)
+    async def stop_looks(**_: object) -> None:
+        """First of the cleanups: the looks under way finish while the connections
+        they use are still open."""
+        await ctx.pacer.stop()
+
     settings.register(registry, ctx)
     databaseserver.register(registry, ctx)
     job_feeds = feeds.JobFeeds(ctx)

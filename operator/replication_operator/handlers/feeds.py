@@ -3,7 +3,7 @@
 One follower per CouchDB-protocol DatabaseServer that runs Replications (not one per
 Replication) reads the server's `_replicator` change feed; each batch of changed jobs
 is applied to the server's stored state by the backend (`follow_jobs`), and the
-Replications owning those jobs are woken: their daemons reconcile from that state at
+Replications owning those jobs are woken: the Pacer looks at them from that state at
 once, without a request, and write status only if it changed.
 
 The feed reconnects with capped backoff, from the last seq it saw (nothing is missed
@@ -120,7 +120,7 @@ class JobFeeds:
 
     def _wake(self, key: Key, jobs: Iterable[str]) -> int:
         owners = self._owners.get(key, {})
-        return sum(self.ctx.wakers.wake(owners[job]) for job in jobs if job in owners)
+        return sum(self.ctx.pacer.wake(owners[job]) for job in jobs if job in owners)
 
     async def _follow(self, key: Key) -> None:
         """Follow one server's feed while Replications are tracked on it."""

@@ -2,9 +2,9 @@
 request, and report its executions.
 
 As for Replications (handlers/replication.py), spec changes go through kopf's change
-handlers and everything else through one daemon per policy, which resyncs, and polls
-the server's recent executions every FAST_POLL seconds while one of its executions runs
-on a Harbor. Status is written by whoever reconciled, under the object's lock.
+handlers and everything else through the Pacer's looks, which resync, and poll the
+server's recent executions every FAST_POLL seconds while one of its executions runs on
+a Harbor. Status is written by whoever reconciled, under the object's lock.
 """
 
 from __future__ import annotations
@@ -34,9 +34,12 @@ from replication_operator.backends.policies import (
 from replication_operator.config import RUN_REQUESTED
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
+from replication_operator.handlers import following
 from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.handlers.fanout import Fanout
+from replication_operator.handlers.following import Current
 from replication_operator.metrics import RECONCILE_SECONDS, RECONCILES
+from replication_operator.pacing import Due, Look
 from replication_operator.reconcile.cadence import (
     FAST_POLL,
     fresh_enough,
@@ -295,23 +298,22 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
         """A new run-requested value runs now, not at the next resync: kopf's change
         detection leaves out every annotation under the operator's prefix (its progress
         storage, prefixed `replication.dbops.dev`, strips `replication.dbops.dev/*` from
-        the diff), so no update handler sees it. The daemon is woken instead."""
-        ctx.wakers.wake(body.metadata.uid or "")
+        the diff), so no update handler sees it. The Pacer wakes its look instead."""
+        ctx.pacer.wake(body.metadata.uid or "")
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, **only,
-                 cancellation_timeout=60.0)
-    async def follow(body: kopf.Body, **kwargs: Any) -> None:
-        """Reconcile when due: the resync interval after the last reconcile, FAST_POLL
-        while an execution runs on a Harbor (only the recent executions are read again
-        then); until kopf cancels it (deletion, exit)."""
-        fanout.bind(kwargs)
-        uid = body.metadata.uid or ""
+    def start(uid: str, current: Current) -> tuple[Due, Look]:
+        """A policy's look: when due (the resync interval after the last reconcile,
+        FAST_POLL while an execution runs on a Harbor: only the recent executions are
+        read again then) or woken (a run requested)."""
         begun = time.monotonic()
-        full_look = begun  # when the daemon last read everything (not just executions)
+        full_look = begun  # when it last read everything (not just executions)
         closing: dict[int, float] = {}  # see policy_busy
 
         def polled() -> bool:
             """An execution runs on a server whose executions can be polled alone."""
+            body = current()
+            if body is None:
+                return False
             status = ctx.statuses.current(uid, body.get("status"))
             if not policy_busy(status, closing, time.monotonic()):
                 return False
@@ -328,8 +330,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
 
         async def look(woken: bool) -> None:
             nonlocal full_look
-            if not timer_may_act(body, config.finalizer):  # deleting, or no finalizer yet
-                return
+            body = current()
+            if body is None or not timer_may_act(body, config.finalizer):
+                return  # gone, deleting, or no finalizer yet
             ns, name = body.metadata.namespace or "", body.metadata.name or ""
             now, last = time.monotonic(), ctx.pace.last(uid)
             try:
@@ -348,7 +351,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
                 log.warning("status of ReplicationPolicy %s/%s not written (%s): sent again "
                             "at the next look", ns, name, exc.reason)
 
-        await ctx.wakers.follow(uid, due=due, look=look)
+        return due, look
+
+    following.follow(registry, ctx, PLURAL, start, bind=fanout.bind)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
@@ -358,8 +363,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
             await fanout.delete(body, patch, retry=retry, runtime=runtime)
             return
         uid = body.metadata.uid or ""
-        # kopf cancels the daemon, not a look it began (pacing.keep_up lets that finish):
-        # wait for it, or its create could land after the policy is removed here
+        # the Pacer lets go of it, but a look under way finishes: wait for it, or its
+        # create could land after the policy is removed here
         async with ctx.lock(uid):
             await delete_policy(body, patch, retry=retry, runtime=runtime, uid=uid)
 

@@ -1,12 +1,12 @@
 """Replication: keep one job on a server in line with the resource.
 
 A spec change (and the operator's start) reconciles through kopf's change handlers;
-everything after that through one daemon per Replication (`follow`): at the resync
-interval, sooner while ReductStore still sends queued records, and at once when the
-server's change feed says the job changed (handlers/feeds.py). Both write `.status`
-themselves, under the object's lock, and only the fields that changed: a daemon's patch
-would otherwise wait for it to return (kopf applies handler patches on return), and a
-handler's patch applied after a later daemon write would put an older status back.
+everything after that through the Pacer's looks (`start`): at the resync interval,
+sooner while ReductStore still sends queued records, and at once when the server's
+change feed says the job changed (handlers/feeds.py). Both write `.status` themselves,
+under the object's lock, and only the fields that changed: a handler's patch applied
+after a later look's write would put an older status back (kopf applies handler
+patches on return).
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ from replication_operator.config import CREDENTIAL_GENERATION
 from replication_operator.context import OperatorContext
 from replication_operator.credentials import Credentials
 from replication_operator.errors import BackendError, MissingReferenceError, TransientBackendError
+from replication_operator.handlers import following
 from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.handlers.feeds import JobFeeds
+from replication_operator.handlers.following import Current
 from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
+from replication_operator.pacing import Due, Look
 from replication_operator.reconcile.cadence import fresh_enough, interval, replication_busy
 from replication_operator.reconcile.replication import (
     Verb,
@@ -281,28 +284,26 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
         if isinstance(error, TransientBackendError):
             delay = max(config.backoff(retry), error.retry_after or 0)
             raise kopf.TemporaryError(error.message, delay=delay)
-        # permanent errors: status says Stalled; the daemon re-checks at the resync
+        # permanent errors: status says Stalled; the Pacer looks again at the resync
         # pace, which heals references created later without a hot retry loop
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, **only,
-                 cancellation_timeout=60.0)
-    async def follow(body: kopf.Body, **_: Any) -> None:
-        """Reconcile when due (resync interval after the last reconcile, FAST_POLL while
-        records are still queued) or when woken by a change feed; until kopf cancels it
-        (deletion, exit). A reconcile under way then still finishes."""
-        uid = body.metadata.uid or ""
+    def start(uid: str, current: Current) -> tuple[Due, Look]:
+        """An object's look: when due (resync interval after the last reconcile,
+        FAST_POLL while records are still queued) or woken by a change feed."""
         begun = time.monotonic()
 
         def every() -> float:
-            status = ctx.statuses.current(uid, body.get("status"))
+            body = current()
+            status = ctx.statuses.current(uid, body.get("status") if body else None)
             return interval(busy=replication_busy(status), resync=config.resync_interval)
 
         def due() -> float:
             return (ctx.pace.last(uid) or begun) + every()
 
         async def look(woken: bool) -> None:
-            if not timer_may_act(body, config.finalizer):  # deleting, or no finalizer yet
-                return
+            body = current()
+            if body is None or not timer_may_act(body, config.finalizer):
+                return  # gone, deleting, or no finalizer yet
             # woken: the feed has put the change into the server's stored state already
             max_age = config.resync_interval if woken else \
                 fresh_enough(time.monotonic(), ctx.pace.last(uid), every())
@@ -313,14 +314,16 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
                             "the next look", body.metadata.namespace, body.metadata.name,
                             exc.reason)
 
-        await ctx.wakers.follow(uid, due=due, look=look)
+        return due, look
+
+    following.follow(registry, ctx, PLURAL, start)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
                       **_: Any) -> None:
         uid = body.metadata.uid or ""
-        # kopf cancels the daemon, not a look it began (pacing.keep_up lets that finish):
-        # wait for it, or its create could land after the job is removed here
+        # the Pacer lets go of it, but a look under way finishes: wait for it, or its
+        # create could land after the job is removed here
         async with ctx.lock(uid):
             await delete_job(body, patch, retry=retry, runtime=runtime, uid=uid)
 

@@ -1,13 +1,15 @@
-"""kopf settings: own finalizer and annotation prefix, watch timeouts, quiet events."""
+"""kopf settings: own finalizer and annotation prefix, watch timeouts, quiet events;
+and the process's housekeeping (metrics endpoint, memory trimming)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
 
-from replication_operator import GROUP
+from replication_operator import GROUP, memory
 from replication_operator.context import OperatorContext
 from replication_operator.metrics import serve
 
@@ -37,6 +39,12 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             serve(ctx.config.metrics_port)
             logger.info("metrics on :%d/metrics", ctx.config.metrics_port)
 
+    trimming: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def start_trimming(**_: Any) -> None:
+        trimming.append(asyncio.get_running_loop().create_task(memory.keep_trimming()))
+
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         """In-cluster service account, else the kubeconfig (as `kubectl` would)."""
@@ -44,4 +52,6 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
 
     @kopf.on.cleanup(registry=registry)
     async def close_connections(**_: Any) -> None:
+        for task in trimming:
+            task.cancel()
         await ctx.servers.aclose()
