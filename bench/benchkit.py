@@ -31,14 +31,16 @@ T = TypeVar("T")
 
 
 def read_dev_env() -> dict[str, str]:
-    """The environment with what `dev/up` wrote into .dev/env on top."""
-    values = {}
-    env_file = ROOT / ".dev" / "env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if line.startswith("export ") and "=" in line:
-                key, _, value = line[7:].partition("=")
-                values[key] = value.strip("'\"")
+    """The environment with what `dev/up` wrote into .dev/env on top, and on top of
+    that the exports of $BENCH_ENV_FILE if set (to run against other servers, e.g. a
+    real CouchDB's COUCHDB_A_URL / COUCHDB_B_URL / COUCHDB_USER / COUCHDB_PASSWORD)."""
+    values: dict[str, str] = {}
+    for env_file in (ROOT / ".dev" / "env", Path(os.environ.get("BENCH_ENV_FILE") or "/-")):
+        if env_file.is_file():
+            for line in env_file.read_text().splitlines():
+                if line.startswith("export ") and "=" in line:
+                    key, _, value = line[7:].partition("=")
+                    values[key] = value.strip("'\"")
     return {**os.environ, **values}
 
 
@@ -267,8 +269,10 @@ class Operator:
         # BENCH_PROFILE=path: the operator runs under cProfile, stats written on exit
         profile = ["-m", "cProfile", "-o", env["BENCH_PROFILE"]] if env.get("BENCH_PROFILE") \
             else []
+        # MEMDUMP_OUT=path: the operator runs under bench/memdump.py (SIGUSR1 → a dump)
+        runner = [str(ROOT / "bench" / "memdump.py")] if env.get("MEMDUMP_OUT") else ["-m"]
         self.proc = subprocess.Popen(
-            [sys.executable, *profile, "-m", "replication_operator", "run", "--namespace", ns,
+            [sys.executable, *profile, *runner, "replication_operator", "run", "--namespace", ns,
              "--resync-interval", str(resync), "--metrics-port", str(self.metrics_port),
              "--liveness-port", str(self.liveness_port)],
             env={**env, "PYTHONPATH": str(ROOT / "operator")},
