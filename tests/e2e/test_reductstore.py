@@ -308,3 +308,38 @@ def test_couchdb_rotation_under_writes_loses_no_document(
     print(f"\nCouchDB rotation under writes: {len(written)} documents, 0 missing")
     old_user = a.http.get(f"/_users/org.couchdb.user:{kube.ns}.reader")
     assert old_user.status_code == 404, "the old user is revoked"
+
+
+def test_an_orphaned_token_keeps_only_the_credential_in_use(
+        cluster: Any, operator: OperatorProcess, namespace: str, couch_a: Any,
+        unique_name: Any, secret_values: set[str]) -> None:
+    """Deleted with `deletionPolicy: Orphan` after a rotation: the user in use (the
+    second slot) stays, and the Event names it (it named the first slot, long gone)."""
+    kube = Kube(cluster, namespace)
+    kube.apply(secret("a-admin", username=couch_a.username, password=couch_a.password),
+               database_server("couch-a", couch_a.url, secret="a-admin"))
+    a = Couch(couch_a)
+    db = unique_name("orphdb")
+    a.create_db(db)
+    kube.apply(token("keeper", "couch-a", permissions={"read": [db]},
+                     deletionPolicy="Orphan"))
+    kube.wait_condition("token", "keeper")
+    first = secret_value(kube, "keeper", "password")
+    secret_values.add(first)
+    kube.annotate("token", "keeper", "replication.dbops.dev/rotate-requested=1")
+    wait_for(lambda: secret_value(kube, "keeper", "password") != first,
+             what="a new user in the Secret")
+    secret_values.add(secret_value(kube, "keeper", "password"))
+    in_use, previous = f"{kube.ns}.keeper-b", f"{kube.ns}.keeper"
+
+    def user(name: str) -> int:
+        return int(a.http.get(f"/_users/org.couchdb.user:{name}").status_code)
+
+    wait_for(lambda: user(previous) == 404, what="the previous user revoked (no one uses it)")
+    kube.delete("token", "keeper")
+    event = kube.wait_event("keeper", "Orphaned")
+    assert f"credential {in_use} " in str(event.get("message")), event
+    assert user(in_use) == 200, "the user in use is left, as Orphan says"
+    assert user(previous) == 404
+    a.http.delete(f"/_users/org.couchdb.user:{in_use}",
+                  params={"rev": a.http.get(f"/_users/org.couchdb.user:{in_use}").json()["_rev"]})

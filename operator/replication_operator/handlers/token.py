@@ -293,6 +293,18 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         if timer_may_act(body, config.finalizer):
             await reconcile(body, patch, kwargs["token_users"])
 
+    async def revoke_unused(body: kopf.Body, ns: str, spec: Mapping[str, Any], slot: str
+                            ) -> None:
+        """`Orphan` leaves the credential in use; the other slot (a previous credential
+        awaiting revocation, or one a crash left) is no one's to keep."""
+        try:
+            driver = await driver_for(ctx, ns, spec["server"])
+            await driver.delete_token(slot)
+        except BackendError as exc:
+            events.warning(body, reason="RevokeFailed",
+                           message=f"the unused credential {slot} was left on the server: "
+                                   f"{exc.message}")
+
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, **only)
     async def deleted(body: kopf.Body, patch: kopf.Patch, retry: int, runtime: Any,
                       **_: Any) -> None:
@@ -311,8 +323,12 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             return ""
 
         async with ctx.lock(uid):  # after a reconcile in flight, never during it
+            in_use = str(ctx.statuses.current(uid, body.get("status")).get("externalName")
+                         or base)
+            if spec.get("deletionPolicy") == "Orphan":
+                await revoke_unused(body, ns, spec, other_slot(base, in_use))
             await clean_up(body, patch, retry=retry, runtime=runtime, config=config,
-                           what=f"credential {base}", remove=remove)
+                           what=f"credential {in_use}", remove=remove)
             await kube.delete_secret(ns, secret_name(name, spec), owner_uid=uid)
         ctx.release(uid)
 
