@@ -1,7 +1,10 @@
 """Run a module (the operator) so that SIGUSR1 appends a memory dump to $MEMDUMP_OUT:
 RSS and thread count from /proc, pymalloc's arena statistics (to $MEMDUMP_OUT.malloc),
 the live objects by type, and, with MEMDUMP_TRACE=<frames> set, tracemalloc's top
-allocation sites (plus, with frames > 1, the stacks holding parsed JSON). MEMDUMP_TRIM=1
+allocation sites (plus, with frames > 1, the stacks holding parsed JSON; slow: minutes
+with a few hundred objects). MEMDUMP_DEEP=TypeA,TypeB adds the deep size of all live
+instances of those classes (by __qualname__; what they reach, each object once per
+class). MEMDUMP_TRIM=1
 also calls glibc's malloc_trim(0) and shows RSS after it. Each dump ends "==== end".
 
     MEMDUMP_OUT=/tmp/d.txt python bench/memdump.py replication_operator run ...
@@ -22,6 +25,7 @@ import runpy
 import signal
 import sys
 import tracemalloc
+import types
 from types import FrameType
 from typing import TextIO
 
@@ -64,6 +68,27 @@ def traced(out: TextIO) -> None:
                 out.write(f"    {line}\n")
 
 
+def deep_size(roots: list[object]) -> int:
+    """Bytes of `roots` and everything they reach, each object once (modules, classes
+    and functions are where the walk stops)."""
+    seen: set[int] = set()
+    total, stack = 0, list(roots)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, type | types.ModuleType | types.FunctionType):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total
+
+
+def deep(out: TextIO, names: list[str]) -> None:
+    for name in names:
+        found = [o for o in gc.get_objects() if type(o).__qualname__ == name]
+        out.write(f"deep size of {len(found)} {name}: {deep_size(found) / 2**20:.1f} MiB\n")
+
+
 def dump(signum: int, frame: FrameType | None) -> None:
     with open(OUT, "a") as out:
         out.write(f"==== dump: {proc_status()}\n")
@@ -75,6 +100,8 @@ def dump(signum: int, frame: FrameType | None) -> None:
         out.write(f"objects tracked by gc: {sum(counts.values())}\n")
         for name, count in counts.most_common(30):
             out.write(f"  {count:8d} {name}\n")
+        if os.environ.get("MEMDUMP_DEEP"):
+            deep(out, os.environ["MEMDUMP_DEEP"].split(","))
         if tracemalloc.is_tracing():
             traced(out)
         out.write("==== end\n")
