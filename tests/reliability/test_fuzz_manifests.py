@@ -359,17 +359,22 @@ def test_fuzzed_manifests_are_refused_naming_a_field_or_reported(
             assert secret_data(kube, name) == data, \
                 f"Secret {name} was changed by a fuzzed resource that does not own it"
 
-        gone = delete_fuzzed(kube, accepted)
-        print(f"fuzzing: deleted all; {gone} needed {SKIP}")
-        # deletionPolicy Orphan leaves what the resource made, by design: only the rest
-        # must be gone
-        orphaned = {f"{kube.ns}/{name}" for (_, name), doc in accepted.items()
-                    if (doc.get("spec") or {}).get("deletionPolicy") == "Orphan"}
+        skipped = delete_fuzzed(kube, accepted)
+        print(f"fuzzing: deleted all; {len(skipped)} needed {SKIP}: {sorted(skipped)}")
+        # deletionPolicy Orphan and skip-cleanup leave what the resource made, by design:
+        # only the rest must be gone
+        left_by_design = {f"{kube.ns}/{name}" for (kind, name), doc in accepted.items()
+                          if (doc.get("spec") or {}).get("deletionPolicy") == "Orphan"
+                          or (kind, name) in skipped}
         left = inventory(servers, kube.ns)
         for things in vars(left).values():
-            for thing in [t for t, owner in things.items() if owner in orphaned]:
+            for thing in [t for t, owner in things.items()
+                          if (owner or owner_by_name(t, kube.ns)) in left_by_design]:
                 del things[thing]
-        assert left.empty(), f"left on the servers: {left}"
+        owners = {owner_by_name(t, kube.ns) for things in vars(left).values() for t in things}
+        assert left.empty(), f"left on the servers: {left}; what their owners were: " + \
+            "; ".join(f"{kind} {name}: {json.dumps(doc.get('spec'))}"
+                      for (kind, name), doc in accepted.items() if f"{kube.ns}/{name}" in owners)
     finally:
         proc.stop()
 
@@ -377,10 +382,21 @@ def test_fuzzed_manifests_are_refused_naming_a_field_or_reported(
 SKIP = "replication.dbops.dev/skip-cleanup"
 
 
-def delete_fuzzed(kube: Kube, accepted: dict[tuple[str, str], dict[str, Any]]) -> int:
+def owner_by_name(thing: str, ns: str) -> str:
+    """`<ns>/<name>` for a thing without an owner marker named after its resource
+    (ReductStore tokens: `[server:]<ns>.<name>` or `<ns>.<name>-b`); else ""."""
+    name = thing.split(":", 1)[-1]
+    if not name.startswith(f"{ns}."):
+        return ""
+    name = name[len(ns) + 1:]
+    return f"{ns}/{name.removesuffix('-b')}"
+
+
+def delete_fuzzed(kube: Kube, accepted: dict[tuple[str, str], dict[str, Any]]
+                  ) -> set[tuple[str, str]]:
     """Delete what was accepted (servers last); resources whose cleanup is blocked (a
     server that never existed or never answers: by design they wait for it) get
-    skip-cleanup after 10 s. How many needed it."""
+    skip-cleanup after 10 s. Those that needed it."""
     ordered = sorted(accepted, key=lambda k: k[0] == "DatabaseServer")
     for kind, name in ordered:
         kube.cluster.kubectl("delete", kind.lower(), name, "-n", kube.ns, "--wait=false",
@@ -390,7 +406,7 @@ def delete_fuzzed(kube: Kube, accepted: dict[tuple[str, str], dict[str, Any]]) -
     while True:
         left = [k for k in listing(kube) if k in accepted]
         if not left:
-            return len(skipped)
+            return skipped
         assert time.monotonic() < deadline, f"not deleted: {left}"
         if time.monotonic() > deadline - 110:  # after 10 s
             for kind, name in left:
