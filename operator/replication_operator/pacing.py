@@ -39,7 +39,6 @@ class _Followed:
     look: Look
     woken: bool = False  # a wake not looked at yet
     running: bool = False
-    queued: bool = False  # in the ready queue
     scheduled: float = NEVER  # when its live heap entry is due
 
 
@@ -87,7 +86,7 @@ class Pacer:
             return False
         followed.woken = True
         if not followed.running:
-            self._enqueue(uid, followed)
+            self._enqueue(uid)
         return True
 
     def __len__(self) -> int:
@@ -131,9 +130,8 @@ class Pacer:
             if self._heap[0][2] == uid:
                 self._poke()  # sooner than what the loop sleeps for
 
-    def _enqueue(self, uid: str, followed: _Followed) -> None:
-        if not followed.queued:
-            followed.queued = True
+    def _enqueue(self, uid: str) -> None:
+        if uid not in self._ready:
             self._ready[uid] = None
             self._poke()
 
@@ -147,7 +145,7 @@ class Pacer:
                 followed = self._objects.get(uid)
                 if followed is not None and followed.scheduled == when:
                     followed.scheduled = NEVER
-                    self._enqueue(uid, followed)
+                    self._enqueue(uid)
             while self._ready and len(self._looks) < self.limit:
                 uid = next(iter(self._ready))
                 del self._ready[uid]
@@ -160,7 +158,6 @@ class Pacer:
         followed = self._objects.get(uid)
         if followed is None:
             return
-        followed.queued = False
         if followed.running:
             return  # looked at again when this look ends (it is woken or rescheduled)
         woken, followed.woken = followed.woken, False
@@ -179,7 +176,7 @@ class Pacer:
             log.error("a background reconcile failed", exc_info=task.exception())
         if self._objects.get(uid) is followed:
             if followed.woken:
-                self._enqueue(uid, followed)
+                self._enqueue(uid)
             else:
                 self._schedule(uid, followed)
         self._poke()  # a slot is free
