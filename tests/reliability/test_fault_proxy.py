@@ -101,6 +101,15 @@ def test_upstream_down_is_a_reset(proxy: FaultProxy,
                                   upstream: http.server.ThreadingHTTPServer) -> None:
     upstream.shutdown()
     upstream.server_close()
-    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)), \
+    # The proxy accepts, fails to reach the upstream and resets the client. The
+    # reset can land while httpcore is still setting up the socket it just
+    # connected (setsockopt then fails with ECONNRESET), which httpx calls a
+    # ConnectError; either way it must be a reset, not a hang or an answer.
+    started = time.monotonic()
+    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError,
+                        httpx.ConnectError)) as raised, \
             httpx.Client(base_url=proxy.url, timeout=5) as client:
         client.get("/")
+    assert time.monotonic() - started < 4, "the client was not reset at once"
+    if isinstance(raised.value, httpx.ConnectError):
+        assert "reset" in str(raised.value).lower(), raised.value
