@@ -1,8 +1,9 @@
-"""The resources gauge: counts per (kind, phase, ready), moved by one per change."""
+"""The resources gauge (counts per (kind, phase, ready), moved by one per change) and
+the per-Replication progress series."""
 
 from __future__ import annotations
 
-from replication_operator.metrics import REGISTRY, ResourceTally
+from replication_operator.metrics import PROGRESS, REGISTRY, ResourceTally
 
 
 def count(kind: str, phase: str, ready: str) -> float | None:
@@ -23,3 +24,23 @@ def test_counts_follow_each_change_and_drop() -> None:
     tally.drop("TestKind", "ns/unknown")
     assert count("TestKind", "Completed", "true") is None  # a zero count is removed
     assert count("TestKind", "Running", "true") == 2
+
+
+def progress(namespace: str, name: str, field: str) -> float | None:
+    return REGISTRY.get_sample_value("replication_operator_replication_progress",
+                                     {"namespace": namespace, "name": name, "field": field})
+
+
+def test_progress_series_follow_the_latest_figures_and_go_with_the_replication() -> None:
+    PROGRESS.set("ns", "r1", {"docsWritten": 5, "changesPending": 2})
+    PROGRESS.set("ns", "r2", {"docsWritten": 1})
+    assert progress("ns", "r1", "docsWritten") == 5
+    assert progress("ns", "r1", "changesPending") == 2
+    PROGRESS.set("ns", "r1", {"docsWritten": 7})  # a figure the server no longer reports
+    assert progress("ns", "r1", "docsWritten") == 7
+    assert progress("ns", "r1", "changesPending") is None
+    PROGRESS.drop("ns", "r1")
+    assert progress("ns", "r1", "docsWritten") is None, "a deleted Replication's series stay"
+    assert progress("ns", "r2", "docsWritten") == 1
+    PROGRESS.set("ns", "r2", None)
+    assert progress("ns", "r2", "docsWritten") is None

@@ -266,8 +266,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
         ready = any(c["type"] == "Ready" and c["status"] == "True"
                     for c in status.get("conditions", []))
         ctx.tally.set(KIND, f"{ns}/{name}", str(status.get("phase")), ready)
-        for field, value in (status.get("progress") or {}).items():
-            PROGRESS.labels(ns, name, field).set(value)
+        PROGRESS.set(ns, name, status.get("progress"))
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, **only)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, **only)
@@ -332,6 +331,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
         ns, name, spec = body.metadata.namespace or "", body.metadata.name or "", body.spec
         status = dict(body.get("status") or {})
         ctx.tally.drop(KIND, f"{ns}/{name}")
+        PROGRESS.drop(ns, name)
         ctx.begin_deletion(uid)
         feeds.untrack(uid)
 
