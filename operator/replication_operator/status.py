@@ -73,7 +73,8 @@ class StatusMemory:
     done: a second rotation of a Token, a second run of a policy. The operator is the
     only writer of `.status`, so the status it wrote itself is the newest there is:
     decisions read it. Writes still compare with the body, so a write that failed (or
-    has not shown yet) is simply sent again.
+    has not shown yet) is simply sent again. Once a body shows what was written, the
+    copy is dropped: the body is as new, and a settled object keeps one status, not two.
     """
 
     def __init__(self) -> None:
@@ -81,7 +82,15 @@ class StatusMemory:
 
     def current(self, uid: str, body_status: Mapping[str, Any] | None) -> dict[str, Any]:
         """The status to decide on: what this process last wrote, else the body's."""
-        return dict(self._last.get(uid) or body_status or {})
+        last = self._last.get(uid)
+        if last is None:
+            return dict(body_status or {})
+        if body_status is not None and last == dict(body_status):
+            del self._last[uid]
+        return dict(last)
+
+    def __len__(self) -> int:
+        return len(self._last)
 
     def write(self, uid: str, body_status: Mapping[str, Any] | None,
               status: Mapping[str, Any]) -> dict[str, Any]:
