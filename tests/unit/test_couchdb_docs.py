@@ -183,3 +183,59 @@ def test_a_continuous_job_on_a_1x_style_server_says_why_it_has_no_counters() -> 
                                        "_replication_stats": {"docs_written": 3}})
     assert one_shot.diagnostics == {}
     assert one_shot.progress.as_status()["docsWritten"] == 3
+
+
+def server_doc(req: ReplicationRequest, **extra: object) -> dict:
+    """A doc as a server returns it: ours plus what the server adds."""
+    return {**docs.new_doc(req, mango=False), "_id": req.external_name, "_rev": "2-b",
+            "_replication_id": "0123456789abcdef", "_replication_state": "completed",
+            "_replication_state_time": 1767225600,
+            "_replication_stats": {"docs_read": 5, "docs_written": 5, "doc_write_failures": 0,
+                                   "start_time": "x", "end_time": "y", "last_seq": 5},
+            **extra}
+
+
+def test_a_kept_doc_observes_like_the_server_doc_and_holds_no_credentials() -> None:
+    req = request()
+    full = server_doc(req)
+    kept = docs.kept_doc(full)
+    assert docs.observe(req, kept, None, mango=False) == docs.observe(req, full, None,
+                                                                      mango=False)
+    assert SECRET not in repr(kept) and "Basic " not in repr(kept)
+    assert "_id" not in kept and docs.NONCE_FIELD not in kept
+    assert "_replication_id" not in kept and "last_seq" not in kept["_replication_stats"]
+
+
+@given(st.sampled_from(["source", "target", "continuous", "selector", "doc_ids"]),
+       st.one_of(st.booleans(), st.text(max_size=5),
+                 st.fixed_dictionaries({"url": st.text(max_size=8)})))
+def test_a_kept_doc_shows_the_same_drift_as_the_server_doc(field: str, value: object) -> None:
+    req = request()
+    edited = server_doc(req, **{field: value})
+    kept = docs.kept_doc(edited)
+    desired = docs.desired_doc(req, mango=False)
+    assert docs.differences(kept, desired) == docs.differences(edited, desired)
+
+
+def test_a_rotated_password_is_drift_in_a_kept_doc() -> None:
+    old = request()
+    rotated = request(source=Endpoint(
+        ServerSettings(key="ns/a", type="couchdb", url="http://a:5984/", auth_type="basic",
+                       credentials=Credentials(username="admin", password="new-one")),
+        "orders"))
+    kept = docs.kept_doc(server_doc(old))
+    assert docs.differences(kept, docs.desired_doc(rotated, mango=False)) == ["source"]
+    assert docs.differences(kept, docs.desired_doc(old, mango=False)) == []
+
+
+def test_a_kept_scheduler_entry_observes_like_the_full_entry() -> None:
+    entry = {"database": "_replicator", "doc_id": "ns.rep", "id": "abc+continuous",
+             "node": "couchdb@127.0.0.1", "source": "http://a:5984/orders/",
+             "target": "http://b:5984/orders/", "state": "crashing", "error_count": 3,
+             "start_time": "2026-01-01T00:00:00Z", "last_updated": "2026-01-01T00:01:00Z",
+             "info": {"error": "db_not_found: could not open", "docs_written": 4,
+                      "revisions_checked": 9, "through_seq": "9-g1AAAA"}}
+    kept = docs.kept_scheduler_entry(entry)
+    assert docs.observe_scheduler(kept) == docs.observe_scheduler(entry)
+    assert set(kept) == {"state", "start_time", "last_updated", "info"}
+    assert "through_seq" not in kept["info"]

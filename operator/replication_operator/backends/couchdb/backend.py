@@ -75,8 +75,11 @@ class ReplicatorState:
     scheduler_at: float = float("-inf")  # when the scheduler read began (monotonic)
 
     def with_docs(self, batch: list[changes.Change]) -> ReplicatorState:
-        """This state with changed docs applied (older ones skipped: see changes.apply)."""
-        return dataclasses.replace(self, docs=changes.apply(self.docs, batch))
+        """This state with changed docs applied (older ones skipped: see changes.apply),
+        each kept as docs.kept_doc keeps it."""
+        kept = [dataclasses.replace(c, doc=docs.kept_doc(c.doc)) if c.doc is not None else c
+                for c in batch]
+        return dataclasses.replace(self, docs=changes.apply(self.docs, kept))
 
     def with_scheduler(self, scheduler: dict[str, dict[str, Any]], at: float
                        ) -> ReplicatorState:
@@ -154,7 +157,7 @@ class CouchDBBackend:
         if response.status_code == 404:
             return {}
         rows = response.json().get("rows", [])
-        return {r["id"]: r["doc"] for r in rows
+        return {r["id"]: docs.kept_doc(r["doc"]) for r in rows
                 if r.get("doc") and not r["id"].startswith("_design/")}
 
     async def _scheduler_docs(self) -> dict[str, dict[str, Any]]:
@@ -164,7 +167,8 @@ class CouchDBBackend:
             response = await self.conn.request(
                 "GET", f"/_scheduler/docs/{REPLICATOR}", params={"limit": PAGE, "skip": skip})
             page = response.json().get("docs", [])
-            entries.update({e["doc_id"]: e for e in page if "doc_id" in e})
+            entries.update({e["doc_id"]: docs.kept_scheduler_entry(e)
+                            for e in page if "doc_id" in e})
             if len(page) < PAGE:
                 return entries
             skip += PAGE

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -129,11 +131,79 @@ def new_doc(request: ReplicationRequest, *, mango: bool, now: datetime | None = 
 FIELD_DEFAULTS: dict[str, Any] = {"continuous": False, "create_target": False}
 
 
+@dataclass(frozen=True)
+class Fingerprint:
+    """A digest standing for a value in a kept doc: equal values, equal fingerprints."""
+
+    digest: bytes
+
+    @classmethod
+    def of(cls, value: Any) -> Fingerprint:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        return cls(hashlib.blake2b(text.encode(), digest_size=16).digest())
+
+    def __repr__(self) -> str:
+        return f"Fingerprint({self.digest.hex()[:8]})"
+
+
+# What the operator keeps of each `_replicator` doc between lists: the fields observe()
+# and differences() read, nothing else (the server's doc also has its id, the nonce,
+# the replication id and every replication counter). The endpoints are kept as
+# fingerprints: they are the longest values and carry credentials. Keys come from
+# these constants, so thousands of kept docs share them instead of one copy each.
+KEPT_FIELDS = ("_rev", OWNER_FIELD, "_replication_state", "_replication_state_time",
+               "_replication_state_reason", *REPLICATION_FIELDS, RUN_FIELD)
+FINGERPRINTED = frozenset({"source", "target"})
+STATS_FIELDS = ("docs_read", "docs_written", "doc_write_failures", "changes_pending")
+KEPT_ENTRY_FIELDS = ("start_time", "last_updated")
+
+
+def _kept_stats(stats: Any) -> Any:
+    if not isinstance(stats, dict):
+        return stats
+    return {key: stats[key] for key in (*STATS_FIELDS, "error") if key in stats}
+
+
+def _short(value: Any) -> Any:
+    """One shared copy of a state word ("completed", "running") for every job."""
+    return sys.intern(value) if isinstance(value, str) and len(value) <= 32 else value
+
+
+def kept_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """The part of a `_replicator` doc the stored state keeps (see KEPT_FIELDS)."""
+    kept: dict[str, Any] = {}
+    for key in KEPT_FIELDS:
+        if key in doc:
+            value = doc[key]
+            kept[key] = Fingerprint.of(value) if key in FINGERPRINTED else _short(value)
+    if "_replication_stats" in doc:
+        kept["_replication_stats"] = _kept_stats(doc["_replication_stats"])
+    return kept
+
+
+def kept_scheduler_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """The part of a `_scheduler/docs` item observe_scheduler() reads."""
+    kept: dict[str, Any] = {"state": _short(entry.get("state"))}
+    for key in KEPT_ENTRY_FIELDS:
+        if key in entry:
+            kept[key] = entry[key]
+    if "info" in entry:
+        kept["info"] = _kept_stats(entry["info"])
+    return kept
+
+
+def _comparable(key: str, value: Any) -> Any:
+    if key in FINGERPRINTED and value is not None and not isinstance(value, Fingerprint):
+        return Fingerprint.of(value)
+    return value
+
+
 def differences(stored: dict[str, Any], desired: dict[str, Any]) -> list[str]:
-    """Names of managed fields whose stored value differs from the desired one."""
+    """Names of managed fields whose stored value differs from the desired one (a kept
+    doc's fingerprinted endpoints are compared by fingerprint)."""
     keys = (set(REPLICATION_FIELDS) | set(desired)) - {"user_ctx"}
-    return sorted(k for k in keys if stored.get(k, FIELD_DEFAULTS.get(k))
-                  != desired.get(k, FIELD_DEFAULTS.get(k)))
+    return sorted(k for k in keys if _comparable(k, stored.get(k, FIELD_DEFAULTS.get(k)))
+                  != _comparable(k, desired.get(k, FIELD_DEFAULTS.get(k))))
 
 
 def _iso(value: Any) -> str | None:
