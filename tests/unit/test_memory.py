@@ -1,7 +1,9 @@
-"""Freed memory goes back to the system when the operator trims (glibc)."""
+"""Freed memory goes back to the system when the operator trims (glibc); kept JSON
+shares its keys and short words."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -37,3 +39,18 @@ def test_trim_gives_freed_heap_pages_back() -> None:
                          capture_output=True, text=True, check=True).stdout
     before, after = (int(n) for n in re.findall(r"\d+", out))
     assert before - after > 60, f"RSS {before} MiB before the trim, {after} MiB after"
+
+
+def test_shared_strings_keeps_the_value_and_shares_keys_and_words() -> None:
+    text = json.dumps({"status": {"conditions": [{"type": "Ready", "status": "True"}],
+                                  "message": "x" * 100}, "n": [1, None, True]})
+    first, second = json.loads(text), json.loads(text)
+    assert first["status"]["conditions"][0]["type"] is not \
+        second["status"]["conditions"][0]["type"], "parsed JSON has a copy each"
+    a, b = memory.shared_strings(first), memory.shared_strings(second)
+    assert a == b == json.loads(text)
+    key_a = next(k for k in a["status"]["conditions"][0] if k == "status")
+    key_b = next(k for k in b["status"]["conditions"][0] if k == "status")
+    assert key_a is key_b
+    assert a["status"]["conditions"][0]["type"] is b["status"]["conditions"][0]["type"]
+    assert a["status"]["message"] is not b["status"]["message"], "long strings stay apart"

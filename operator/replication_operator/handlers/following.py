@@ -15,6 +15,7 @@ import kopf
 
 from replication_operator import GROUP, VERSION
 from replication_operator.context import OperatorContext
+from replication_operator.memory import shared_strings
 from replication_operator.pacing import Due, Look
 
 KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion",
@@ -28,7 +29,8 @@ Start = Callable[[str, Current], tuple[Due, Look]]
 
 def kept(body: Mapping[str, Any]) -> kopf.Body:
     """What a look reads of a body: identity, generation, finalizers, labels and
-    annotations (without kopf's diff base), spec and status."""
+    annotations (without kopf's diff base), spec and status; a fresh copy whose keys
+    and short words are shared with every other kept body (memory.shared_strings)."""
     meta = body.get("metadata") or {}
     kept_meta = {k: meta[k] for k in KEPT_METADATA if k in meta}
     if DIFFBASE in (meta.get("annotations") or {}):
@@ -37,7 +39,7 @@ def kept(body: Mapping[str, Any]) -> kopf.Body:
     raw: Any = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
                 "metadata": kept_meta, "spec": body.get("spec") or {},
                 "status": body.get("status") or {}}
-    return kopf.Body(raw)
+    return kopf.Body(shared_strings(raw))
 
 
 def follow(registry: kopf.OperatorRegistry, ctx: OperatorContext, plural: str,
