@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -10,6 +12,7 @@ from functools import partial
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from replication_operator import GROUP, VERSION, events, kube
 from replication_operator.backends.tokens import (
@@ -21,8 +24,10 @@ from replication_operator.backends.tokens import (
 from replication_operator.config import CREDENTIAL, CREDENTIAL_GENERATION, ROTATE_REQUESTED
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
+from replication_operator.handlers import following
 from replication_operator.handlers.cleanup import clean_up, timer_may_act
 from replication_operator.metrics import TOKEN_EXPIRY
+from replication_operator.pacing import Due, Look
 from replication_operator.reconcile.token import (
     DEFAULT_GRACE_SECONDS,
     TokenPlan,
@@ -35,6 +40,8 @@ from replication_operator.reconcile.token import (
     token_status,
 )
 from replication_operator.status import now_iso
+
+log = logging.getLogger(__name__)
 
 PLURAL = "tokens"
 KIND = "Token"
@@ -122,8 +129,18 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
                 users[(namespace or "", ref["name"])] = (name, applied.get(ref["name"]))
         return users
 
-    async def reconcile(body: kopf.Body, patch: kopf.Patch, users: kopf.Index[
-            tuple[str, str], tuple[str, str | None]]) -> BackendError | None:
+    users: list[kopf.Index[tuple[str, str], tuple[str, str | None]]] = []  # from kopf
+
+    def bind(kwargs: Mapping[str, Any]) -> None:
+        if not users and "token_users" in kwargs:
+            users.append(kwargs["token_users"])
+
+    def dependents(ns: str, name: str) -> list[tuple[str, str | None]]:
+        return list(users[0].get((ns, name), [])) if users else []
+
+    async def reconcile(body: kopf.Body) -> BackendError | None:
+        """Converge and write the status fields that changed (ApiException if that
+        write fails: the status memory keeps it, so the next reconcile sends it again)."""
         ns, name = body.metadata.namespace or "", body.metadata.name or ""
         uid = body.metadata.uid or f"{ns}/{name}"
         async with ctx.lock(uid):
@@ -133,14 +150,17 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
             outcome = Outcome()
             error: BackendError | None = None
             try:
-                await converge(body, previous, outcome, list(users.get((ns, name), [])))
+                await converge(body, previous, outcome, dependents(ns, name))
             except BackendError as exc:
                 error = exc
+            finally:
+                ctx.pace.done(uid)
             status = token_status(previous=previous, generation=body.meta.get("generation"),
                                   error=error, fields=outcome.fields, now=now_iso(),
                                   note=outcome.note)
-            for key, value in ctx.statuses.write(uid, body.get("status"), status).items():
-                patch.status[key] = value
+            changed = ctx.statuses.write(uid, body.get("status"), status)
+            if changed:
+                await kube.patch_status(ns, PLURAL, name, changed)
         for reason, message in outcome.events:
             events.normal(body, reason=reason, message=message)
         expires = status.get("expiresAt") or previous.get("expiresAt")
@@ -282,16 +302,37 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, **only)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, **only)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, **only)
-    async def changed(body: kopf.Body, patch: kopf.Patch, retry: int, **kwargs: Any) -> None:
-        error = await reconcile(body, patch, kwargs["token_users"])
+    async def changed(body: kopf.Body, retry: int, **kwargs: Any) -> None:
+        bind(kwargs)
+        try:
+            error = await reconcile(body)
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"writing the status failed: {exc.reason}",
+                                      delay=config.backoff(retry)) from None
         if isinstance(error, TransientBackendError):
             raise kopf.TemporaryError(error.message, delay=config.backoff(retry))
 
-    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, **only, interval=config.resync_interval,
-                initial_delay=config.resync_interval)
-    async def resync(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-        if timer_may_act(body, config.finalizer):
-            await reconcile(body, patch, kwargs["token_users"])
+    def start(uid: str, current: following.Current) -> tuple[Due, Look]:
+        """A Token's look: a resync interval after its last reconcile (rotation and
+        expiry are decided there, as is the revocation of a previous credential)."""
+        begun = time.monotonic()
+
+        def due() -> float:
+            return (ctx.pace.last(uid) or begun) + config.resync_interval
+
+        async def look(woken: bool) -> None:
+            body = current()
+            if body is None or not timer_may_act(body, config.finalizer):
+                return  # gone, deleting, or no finalizer yet
+            try:
+                await reconcile(body)
+            except ApiException as exc:
+                log.warning("status of Token %s/%s not written (%s): sent again at the next "
+                            "look", body.metadata.namespace, body.metadata.name, exc.reason)
+
+        return due, look
+
+    following.follow(registry, ctx, PLURAL, start, bind=bind)
 
     async def revoke_unused(body: kopf.Body, ns: str, spec: Mapping[str, Any], slot: str
                             ) -> None:
