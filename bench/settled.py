@@ -1,11 +1,12 @@
-"""Benchmark: the operator with N settled Replications — its memory, and what three
-quiet resyncs cost (Kubernetes API writes, backend requests per server).
+"""Benchmark: the operator with N settled Replications — its memory, and what quiet
+resyncs cost (Kubernetes API writes, backend requests per server).
 
 Against the running `dev/up` stack: a fresh namespace, the operator as its own process
 (resync 30 s unless --resync), N one-shot Replications from one small database on
 couch A to --targets databases on couch B (job i writes into target i mod targets: the
 server then holds N jobs without N databases). Once all are Completed and a resync
-interval has passed, prints the operator's RSS, then measures three resync intervals:
+interval has passed, prints the operator's RSS, then measures four resync intervals
+(rounded up to whole probe intervals):
 the API server's write requests on the operator's kinds and Events (its own counters:
 nothing else may run on the stack meanwhile), whether any Replication's
 resourceVersion moved, the backend requests per server per resync (the operator's
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import secrets
 import time
 
@@ -38,6 +40,7 @@ from benchkit import (
 )
 
 SOURCE = "bench-conv-src"
+PROBE_INTERVAL = 60.0  # DatabaseServer spec.probeIntervalSeconds default (the bench's servers)
 
 
 async def main() -> None:
@@ -46,7 +49,9 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--targets", type=int, default=100)
     parser.add_argument("--resync", type=float, default=30.0)
-    parser.add_argument("--resyncs", type=int, default=3)
+    parser.add_argument("--resyncs", type=int, default=4,
+                        help="resync intervals to measure; the window is made a whole "
+                             "number of probe intervals too (PROBE_INTERVAL)")
     parser.add_argument("--keep", action="store_true", help="leave the namespace and jobs")
     args = parser.parse_args()
     kube = Kube(env)
@@ -83,19 +88,25 @@ async def main() -> None:
         requests_before = {s: await operator.backend_requests(s) for s in servers}
         writes_before = await kube.apiserver_writes()
         cpu_before = cpu_seconds(operator.proc.pid)
+        # Each server is also probed (2 requests) every PROBE_INTERVAL, on its own clock:
+        # a window of 3 x 30 s holds one or two probes (1.0 or 1.3 requests per resync
+        # on top of the lists). A whole number of probe intervals counts them fairly.
         window = args.resyncs * args.resync
+        window = math.ceil(window / PROBE_INTERVAL) * PROBE_INTERVAL
+        resyncs = window / args.resync
         await asyncio.sleep(window)  # the measurement window itself
         writes = difference(await kube.apiserver_writes(), writes_before,
                             only=("replications", "events", "databaseservers"))
         moved = sum(1 for i in await kube.items(ns, "replications")
                     if versions.get(i["metadata"]["name"]) != i["metadata"]["resourceVersion"])
         cpu = cpu_seconds(operator.proc.pid) - cpu_before
-        print(f"{args.resyncs} quiet resyncs ({window:.0f}s) with {args.count} Replications:")
+        print(f"{resyncs:g} quiet resyncs ({window:.0f}s, {window / PROBE_INTERVAL:g} probe "
+              f"intervals) with {args.count} Replications:")
         print(f"  Kubernetes API writes: {sum(writes.values())} {writes or ''}; Replications "
               f"whose resourceVersion moved: {moved}")
         for server in servers:
             per = (await operator.backend_requests(server) - requests_before[server]) / \
-                args.resyncs
+                resyncs
             print(f"  backend requests per resync to {server}: {per:.1f}")
         print(f"  operator CPU {cpu:.1f}s over the window ({100 * cpu / window:.0f}% of one "
               f"core), RSS {rss_mib(operator.proc.pid):.0f} MiB; {load()}")
