@@ -256,6 +256,46 @@ def test_couchdb_token_is_a_user_whose_credentials_replicate(
              what="user removed")
 
 
+def test_a_job_its_token_was_refused_runs_once_the_token_grants_the_database(
+        cluster: Any, operator: OperatorProcess, namespace: str, couch_a: Any, couch_b: Any,
+        unique_name: Any, secret_values: set[str]) -> None:
+    """A one-shot job made while its Token does not grant the source database fails on
+    the server, which does not try again (PouchDB Server: state `error`, "You are not
+    authorized to access this db"). Granting the database on the Token starts the job
+    again, without touching the Replication. Seen in the kill loop, where a Token's
+    permissions and a new Replication that needs them are applied together."""
+    kube = Kube(cluster, namespace)
+    kube.apply(secret("a-admin", username=couch_a.username, password=couch_a.password),
+               secret("b-admin", username=couch_b.username, password=couch_b.password),
+               database_server("couch-a", couch_a.url, secret="a-admin"),
+               database_server("couch-b", couch_b.url, secret="b-admin"))
+    a, b = Couch(couch_a), Couch(couch_b)
+    db, other = unique_name("grantdb"), unique_name("otherdb")
+    for name in (db, other):
+        a.create_db(name)
+    a.put(db, "doc-1", v=1)
+    # members-only from the start: a database without members is open to every user
+    assert a.http.put(f"/{db}/_security", json={"members": {"names": ["someone-else"]}}
+                      ).status_code in (200, 201)
+    kube.apply(token("reader", "couch-a", permissions={"read": [other]}))
+    kube.wait_condition("token", "reader")
+    secret_values.add(secret_value(kube, "reader", "password"))
+    kube.apply(replication("refused", source={"server": "couch-a", "database": db,
+                                              "tokenRef": {"name": "reader"}},
+                           target={"server": "couch-b", "database": db, "create": True},
+                           continuous=False))
+
+    def phase() -> str:
+        return str(((kube.get(KIND, "refused") or {}).get("status") or {}).get("phase"))
+
+    wait_for(lambda: phase() in ("Failed", "Error"), what="the job refused on the server")
+    assert "doc-1" not in (b.ids(db) if db in b.http.get("/_all_dbs").json() else set())
+    kube.apply(token("reader", "couch-a", permissions={"read": [db]}))
+    kube.wait_event("refused", "TokenChanged", timeout=90)
+    wait_for(lambda: "doc-1" in b.ids(db), what="replicated once the Token grants the db")
+    wait_for(lambda: phase() == "Completed", what="Completed")
+
+
 def test_couchdb_rotation_under_writes_loses_no_document(
         cluster: Any, operator: OperatorProcess, namespace: str, couch_a: Any, couch_b: Any,
         unique_name: Any, secret_values: set[str]) -> None:

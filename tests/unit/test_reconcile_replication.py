@@ -192,3 +192,12 @@ def test_a_job_that_never_existed_is_not_drift_after_a_failed_first_reconcile() 
     # a job removed by hand before it first ran was still seen on the server
     waiting = status_for(Observation(exists=True, phase=PENDING, reason="Pending"))
     assert job_was_seen(waiting)
+
+
+def test_a_failed_job_starts_again_once_its_token_changed() -> None:
+    assert decide(mine(), failed_since_token_changed=True) == (Verb.UPDATE, "TokenChanged")
+    assert decide(mine())[0] is Verb.NOTHING, "failed and nothing changed: left as it is"
+    assert decide(mine(up_to_date=False), failed_since_token_changed=True,
+                  spec_changed=True) == (Verb.UPDATE, "Updated")
+    assert decide(mine(), failed_since_token_changed=True, credentials_rotated=True) == \
+        (Verb.UPDATE, "CredentialsRotated")

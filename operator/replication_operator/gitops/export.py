@@ -138,7 +138,7 @@ class Exporter:
             if server is None:
                 continue
             try:
-                creds, auth_type, _ = await replication_handler.token_credentials(
+                creds, auth_type, _, _ = await replication_handler.token_credentials(
                     self.namespace, {"name": name})
             except BackendError:
                 continue  # not issued yet: nothing on a server can hold its credential

@@ -22,6 +22,8 @@ from kubernetes.client.exceptions import ApiException
 
 from replication_operator import GROUP, VERSION, events, kube
 from replication_operator.backends.base import (
+    ERROR,
+    FAILED,
     Endpoint,
     Observation,
     ReplicationDriver,
@@ -74,10 +76,11 @@ def job_names(namespace: str, name: str, spec: Mapping[str, Any], status: Mappin
 
 
 async def token_credentials(namespace: str, ref: Mapping[str, Any]
-                            ) -> tuple[Credentials, str, str]:
-    """Credentials from a Token's Secret, the auth type that uses them, and the
-    credential's generation (it changes on every rotation). The generation comes from
-    the Secret itself, so it always belongs to the value read with it."""
+                            ) -> tuple[Credentials, str, str, str]:
+    """Credentials from a Token's Secret, the auth type that uses them, the
+    credential's generation (it changes on every rotation; it comes from the Secret
+    itself, so it always belongs to the value read with it) and the Token's spec
+    generation the Token has applied (its status.observedGeneration: permissions)."""
     token = await kube.get_custom(namespace, "tokens", ref["name"])
     if token is None:
         raise MissingReferenceError(f"Token {ref['name']!r} (tokenRef) not found")
@@ -89,22 +92,24 @@ async def token_credentials(namespace: str, ref: Mapping[str, Any]
         raise MissingReferenceError(f"Token {ref['name']!r} has no credential yet (Secret "
                                     f"{secret_name!r} missing)")
     generation = str(annotations.get(CREDENTIAL_GENERATION) or status.get("generation") or "")
+    applied = str(status.get("observedGeneration") or "")
     if data.get("password"):
         creds = Credentials(username=data.get("username", ""), password=data["password"])
-        return creds, "basic", generation
+        return creds, "basic", generation, applied
     return Credentials(username=data.get("username", ""), token=data.get("token", "")), \
-        "bearer", generation
+        "bearer", generation, applied
 
 
 class Resolved:
     """A request plus the server entry whose driver runs the job."""
 
     def __init__(self, request: ReplicationRequest, job_server: str, entry: ServerEntry,
-                 token_generations: dict[str, str]) -> None:
+                 token_generations: dict[str, str], token_specs: dict[str, str]) -> None:
         self.request = request
         self.job_server = job_server
         self.entry = entry
-        self.token_generations = token_generations
+        self.token_generations = token_generations  # Token → credential generation
+        self.token_specs = token_specs  # Token → the spec generation it has applied
 
     @property
     def driver(self) -> ReplicationDriver:
@@ -117,6 +122,7 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
     job server's own credentials, never a Token's), so a Replication deleted together
     with its Token does not wait forever for it."""
     generations: dict[str, str] = {}
+    specs: dict[str, str] = {}
 
     async def endpoint(side: str) -> Endpoint:
         ref = spec[side]
@@ -125,11 +131,13 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
         if ref.get("tokenRef") and for_deletion:
             return Endpoint(settings, str(ref["database"]))
         if ref.get("tokenRef"):
-            creds, auth_type, generation = await token_credentials(namespace, ref["tokenRef"])
+            creds, auth_type, generation, applied = await token_credentials(
+                namespace, ref["tokenRef"])
             settings = with_credentials(
                 settings, creds, auth_type,
                 f"the credential of Token {ref['tokenRef']['name']!r} (spec.{side}.tokenRef)")
             generations[ref["tokenRef"]["name"]] = generation
+            specs[ref["tokenRef"]["name"]] = applied
         return Endpoint(settings, str(ref["database"]))
 
     source, target = await endpoint("source"), await endpoint("target")
@@ -151,7 +159,7 @@ async def resolve(ctx: OperatorContext, namespace: str, name: str, spec: Mapping
         retiring=str(status.get("retiring") or ""),
         run_id=str(spec.get("runId") or ""),
     )
-    return Resolved(request, job_server, entry, generations)
+    return Resolved(request, job_server, entry, generations, specs)
 
 
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFeeds) -> None:
@@ -192,6 +200,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
         ext = str(spec.get("externalName") or previous.get("externalName") or "")
         retiring = str(previous.get("retiring") or "")
         token_generations: dict[str, str] | None = None
+        token_specs: dict[str, str] | None = None
         try:
             resolved = await resolve(ctx, ns, name, spec, previous)
             job_server, driver, request = (resolved.job_server, resolved.driver,
@@ -201,15 +210,18 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
                         (ext, request.retiring))
             driver.validate(request)
             seen = await driver.observe(request, max_age=max_age)
-            token_generations = resolved.token_generations
+            token_generations, token_specs = resolved.token_generations, resolved.token_specs
             applied = previous.get("jobTokenGenerations") or previous.get("tokenGenerations")
+            specs_then = previous.get("tokenSpecGenerations")
             action = plan(key=request.key, external_name=ext, seen=seen,
                           suspend=request.suspend, suspend_deletes=driver.suspend_deletes,
                           adopted=request.adopted,
                           spec_changed=previous.get("observedGeneration") != generation,
                           created_before=job_was_seen(previous),
                           credentials_rotated=applied is not None
-                          and applied != token_generations)
+                          and applied != token_generations,
+                          failed_since_token_changed=seen.phase in (ERROR, FAILED)
+                          and specs_then is not None and specs_then != token_specs)
             replaced_by: str | None = None
             if action.verb is Verb.CREATE:
                 await driver.create(request)
@@ -257,6 +269,9 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
             # a Token revokes its previous credential when every dependent says so
             if not retiring:
                 status["tokenGenerations"] = token_generations
+        if error is None and token_specs is not None:  # kept as it was on an error: a
+            # change not acted on yet must still show as one at the next reconcile
+            status["tokenSpecGenerations"] = token_specs or None
         return status, error
 
     def record(ns: str, name: str, status: Mapping[str, Any], error: BackendError | None,

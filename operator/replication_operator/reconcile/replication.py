@@ -85,8 +85,8 @@ def job_was_seen(previous_status: Mapping[str, Any]) -> bool:
 
 def plan(*, key: str, external_name: str, seen: Observed, suspend: bool,
          suspend_deletes: bool, adopted: bool, spec_changed: bool, created_before: bool,
-         credentials_rotated: bool = False, noun: str = "job",
-         owner_kind: str = "Replication") -> Plan:
+         credentials_rotated: bool = False, failed_since_token_changed: bool = False,
+         noun: str = "job", owner_kind: str = "Replication") -> Plan:
     """The one action that brings the server in line with the spec.
 
     `spec_changed`: the spec generation moved since the last reconcile, so a mismatch
@@ -94,6 +94,9 @@ def plan(*, key: str, external_name: str, seen: Observed, suspend: bool,
     so finding it gone means someone removed it. `credentials_rotated`: a Token the
     job uses has a new credential; servers that never return credentials (ReductStore's
     dst_token) cannot show that as a difference, so it is a reason to update of its own.
+    `failed_since_token_changed`: the job ended failed and a Token it uses has changed
+    since (say, now grants the database it was refused): the server will not try again
+    by itself, so the job is written again, once per change of the Token.
     """
     if seen.exists and seen.owner not in (None, key) and not adopted:
         raise OwnershipConflict(
@@ -127,6 +130,10 @@ def plan(*, key: str, external_name: str, seen: Observed, suspend: bool,
     if credentials_rotated:  # where the server shows credentials, they differ too
         return Plan(Verb.UPDATE, "CredentialsRotated",
                     f"{noun} {external_name} now uses the rotated credential")
+    if failed_since_token_changed:
+        return Plan(Verb.UPDATE, "TokenChanged",
+                    f"{noun} {external_name} had failed and a Token it uses changed since: "
+                    f"started it again")
     if not seen.up_to_date:
         return Plan(Verb.UPDATE, "DriftCorrected",
                     f"{noun} {external_name} was changed on the server ({fields}); put it back")
