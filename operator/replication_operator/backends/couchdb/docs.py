@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +24,7 @@ from replication_operator.backends.base import (
     refuse_outside,
 )
 from replication_operator.errors import SpecError
+from replication_operator.memory import shared_strings
 
 OWNER_FIELD = "dbops_owner"
 RUN_FIELD = "dbops_run"
@@ -164,18 +164,13 @@ def _kept_stats(stats: Any) -> Any:
     return {key: stats[key] for key in (*STATS_FIELDS, "error") if key in stats}
 
 
-def _short(value: Any) -> Any:
-    """One shared copy of a state word ("completed", "running") for every job."""
-    return sys.intern(value) if isinstance(value, str) and len(value) <= 32 else value
-
-
 def kept_doc(doc: dict[str, Any]) -> dict[str, Any]:
     """The part of a `_replicator` doc the stored state keeps (see KEPT_FIELDS)."""
     kept: dict[str, Any] = {}
     for key in KEPT_FIELDS:
         if key in doc:
             value = doc[key]
-            kept[key] = Fingerprint.of(value) if key in FINGERPRINTED else _short(value)
+            kept[key] = Fingerprint.of(value) if key in FINGERPRINTED else shared_strings(value)
     if "_replication_stats" in doc:
         kept["_replication_stats"] = _kept_stats(doc["_replication_stats"])
     return kept
@@ -183,7 +178,7 @@ def kept_doc(doc: dict[str, Any]) -> dict[str, Any]:
 
 def kept_scheduler_entry(entry: dict[str, Any]) -> dict[str, Any]:
     """The part of a `_scheduler/docs` item observe_scheduler() reads."""
-    kept: dict[str, Any] = {"state": _short(entry.get("state"))}
+    kept: dict[str, Any] = {"state": shared_strings(entry.get("state"))}
     for key in KEPT_ENTRY_FIELDS:
         if key in entry:
             kept[key] = entry[key]
