@@ -8,23 +8,30 @@ appears, changes (its next look may be sooner) or its deletion begins.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from replication_operator import GROUP, VERSION
 from replication_operator.context import OperatorContext
+from replication_operator.handlers.cleanup import timer_may_act
 from replication_operator.memory import shared_strings
 from replication_operator.pacing import Due, Look
+
+log = logging.getLogger(__name__)
 
 KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion",
                  "deletionTimestamp", "finalizers", "labels", "annotations", "ownerReferences")
 DIFFBASE = f"{GROUP}/last-handled-configuration"  # kopf's copy of the spec (settings.py)
 
 Current = Callable[[], kopf.Body | None]
+# A kind's look at one object, given its newest kept body and whether it was woken.
+BodyLook = Callable[[kopf.Body, bool], Awaitable[None]]
 # (uid, the newest kept body, or None once unfollowed) → the object's due and look
-Start = Callable[[str, Current], tuple[Due, Look]]
+Start = Callable[[str, Current], tuple[Due, BodyLook]]
 
 
 def kept(body: Mapping[str, Any]) -> kopf.Body:
@@ -82,9 +89,17 @@ def follow(registry: kopf.OperatorRegistry, ctx: OperatorContext, plural: str,
         due, look = start(uid, newest)
 
         async def look_while_there(woken: bool) -> None:
-            if newest() is None:  # deleted, or out of this shard, since the last look
+            body = newest()
+            if body is None:  # deleted, or out of this shard, since the last look
                 ctx.pacer.unfollow(uid)
                 return
-            await look(woken)
+            if not timer_may_act(body, ctx.config.finalizer):
+                return  # deleting, or no finalizer yet
+            try:
+                await look(body, woken)
+            except ApiException as exc:  # the status memory keeps what was not written
+                log.warning("status of %s %s/%s not written (%s): sent again at the next "
+                            "look", body.get("kind"), body.metadata.namespace,
+                            body.metadata.name, exc.reason)
 
         return due, look_while_there

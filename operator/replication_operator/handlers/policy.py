@@ -10,7 +10,6 @@ a Harbor. Status is written by whoever reconciled, under the object's lock.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -35,11 +34,11 @@ from replication_operator.config import RUN_REQUESTED
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
 from replication_operator.handlers import following
-from replication_operator.handlers.cleanup import clean_up, timer_may_act
+from replication_operator.handlers.cleanup import clean_up
 from replication_operator.handlers.fanout import Fanout
 from replication_operator.handlers.following import Current
 from replication_operator.metrics import RECONCILE_SECONDS, RECONCILES
-from replication_operator.pacing import Due, Look
+from replication_operator.pacing import Due
 from replication_operator.reconcile.cadence import (
     FAST_POLL,
     fresh_enough,
@@ -63,8 +62,6 @@ from replication_operator.reconcile.policy import (
 from replication_operator.reconcile.replication import Verb, plan
 from replication_operator.servers import ServerEntry
 from replication_operator.status import now_iso
-
-log = logging.getLogger(__name__)
 
 PLURAL = "replicationpolicies"
 KIND = "ReplicationPolicy"
@@ -301,7 +298,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
         the diff), so no update handler sees it. The Pacer wakes its look instead."""
         ctx.pacer.wake(body.metadata.uid or "")
 
-    def start(uid: str, current: Current) -> tuple[Due, Look]:
+    def start(uid: str, current: Current) -> tuple[Due, following.BodyLook]:
         """A policy's look: when due (the resync interval after the last reconcile,
         FAST_POLL while an execution runs on a Harbor: only the recent executions are
         read again then) or woken (a run requested)."""
@@ -328,28 +325,21 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, fanout: Fano
             return (ctx.pace.last(uid) or begun) + interval(busy=polled(),
                                                             resync=config.resync_interval)
 
-        async def look(woken: bool) -> None:
+        async def look(body: kopf.Body, woken: bool) -> None:
             nonlocal full_look
-            body = current()
-            if body is None or not timer_may_act(body, config.finalizer):
-                return  # gone, deleting, or no finalizer yet
             ns, name = body.metadata.namespace or "", body.metadata.name or ""
             now, last = time.monotonic(), ctx.pace.last(uid)
-            try:
-                if await fanout.handles(body):
-                    await fanout.reconcile(ns, name, max_age=fresh_enough(
-                        now, last, config.resync_interval))
-                    ctx.pace.done(uid)
-                elif polled() and now - full_look < config.resync_interval:
-                    await reconcile(body, max_age=config.resync_interval,
-                                    executions_max_age=fresh_enough(now, last, FAST_POLL))
-                else:
-                    full_look = now
-                    await reconcile(body, max_age=fresh_enough(now, last,
-                                                               config.resync_interval))
-            except ApiException as exc:
-                log.warning("status of ReplicationPolicy %s/%s not written (%s): sent again "
-                            "at the next look", ns, name, exc.reason)
+            if await fanout.handles(body):
+                await fanout.reconcile(ns, name, max_age=fresh_enough(
+                    now, last, config.resync_interval))
+                ctx.pace.done(uid)
+            elif polled() and now - full_look < config.resync_interval:
+                await reconcile(body, max_age=config.resync_interval,
+                                executions_max_age=fresh_enough(now, last, FAST_POLL))
+            else:
+                full_look = now
+                await reconcile(body, max_age=fresh_enough(now, last,
+                                                           config.resync_interval))
 
         return due, look
 

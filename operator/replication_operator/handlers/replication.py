@@ -12,7 +12,6 @@ patches on return).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -34,11 +33,11 @@ from replication_operator.context import OperatorContext
 from replication_operator.credentials import Credentials
 from replication_operator.errors import BackendError, MissingReferenceError, TransientBackendError
 from replication_operator.handlers import following
-from replication_operator.handlers.cleanup import clean_up, timer_may_act
+from replication_operator.handlers.cleanup import clean_up
 from replication_operator.handlers.feeds import JobFeeds
 from replication_operator.handlers.following import Current
 from replication_operator.metrics import PROGRESS, RECONCILE_SECONDS, RECONCILES
-from replication_operator.pacing import Due, Look
+from replication_operator.pacing import Due
 from replication_operator.reconcile.cadence import fresh_enough, interval, replication_busy
 from replication_operator.reconcile.replication import (
     Verb,
@@ -48,8 +47,6 @@ from replication_operator.reconcile.replication import (
 )
 from replication_operator.servers import ServerEntry, with_credentials
 from replication_operator.status import now_iso
-
-log = logging.getLogger(__name__)
 
 PLURAL = "replications"
 KIND = "Replication"
@@ -301,7 +298,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
         # permanent errors: status says Stalled; the Pacer looks again at the resync
         # pace, which heals references created later without a hot retry loop
 
-    def start(uid: str, current: Current) -> tuple[Due, Look]:
+    def start(uid: str, current: Current) -> tuple[Due, following.BodyLook]:
         """An object's look: when due (resync interval after the last reconcile,
         FAST_POLL while records are still queued) or woken by a change feed."""
         begun = time.monotonic()
@@ -314,19 +311,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext, feeds: JobFe
         def due() -> float:
             return (ctx.pace.last(uid) or begun) + every()
 
-        async def look(woken: bool) -> None:
-            body = current()
-            if body is None or not timer_may_act(body, config.finalizer):
-                return  # gone, deleting, or no finalizer yet
+        async def look(body: kopf.Body, woken: bool) -> None:
             # woken: the feed has put the change into the server's stored state already
             max_age = config.resync_interval if woken else \
                 fresh_enough(time.monotonic(), ctx.pace.last(uid), every())
-            try:
-                await reconcile(body, max_age=max_age)
-            except ApiException as exc:
-                log.warning("status of Replication %s/%s not written (%s): sent again at "
-                            "the next look", body.metadata.namespace, body.metadata.name,
-                            exc.reason)
+            await reconcile(body, max_age=max_age)
 
         return due, look
 

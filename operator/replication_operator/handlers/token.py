@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,9 +24,9 @@ from replication_operator.config import CREDENTIAL, CREDENTIAL_GENERATION, ROTAT
 from replication_operator.context import OperatorContext
 from replication_operator.errors import BackendError, SpecError, TransientBackendError
 from replication_operator.handlers import following
-from replication_operator.handlers.cleanup import clean_up, timer_may_act
+from replication_operator.handlers.cleanup import clean_up
 from replication_operator.metrics import TOKEN_EXPIRY
-from replication_operator.pacing import Due, Look
+from replication_operator.pacing import Due
 from replication_operator.reconcile.token import (
     DEFAULT_GRACE_SECONDS,
     TokenPlan,
@@ -40,8 +39,6 @@ from replication_operator.reconcile.token import (
     token_status,
 )
 from replication_operator.status import now_iso
-
-log = logging.getLogger(__name__)
 
 PLURAL = "tokens"
 KIND = "Token"
@@ -312,7 +309,7 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         if isinstance(error, TransientBackendError):
             raise kopf.TemporaryError(error.message, delay=config.backoff(retry))
 
-    def start(uid: str, current: following.Current) -> tuple[Due, Look]:
+    def start(uid: str, current: following.Current) -> tuple[Due, following.BodyLook]:
         """A Token's look: a resync interval after its last reconcile (rotation and
         expiry are decided there, as is the revocation of a previous credential)."""
         begun = time.monotonic()
@@ -320,15 +317,8 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         def due() -> float:
             return (ctx.pace.last(uid) or begun) + config.resync_interval
 
-        async def look(woken: bool) -> None:
-            body = current()
-            if body is None or not timer_may_act(body, config.finalizer):
-                return  # gone, deleting, or no finalizer yet
-            try:
-                await reconcile(body)
-            except ApiException as exc:
-                log.warning("status of Token %s/%s not written (%s): sent again at the next "
-                            "look", body.metadata.namespace, body.metadata.name, exc.reason)
+        async def look(body: kopf.Body, woken: bool) -> None:
+            await reconcile(body)
 
         return due, look
 
