@@ -257,19 +257,14 @@ def test_couchdb_token_is_a_user_whose_credentials_replicate(
 
 
 def test_a_job_its_token_was_refused_runs_once_the_token_grants_the_database(
-        cluster: Any, operator: OperatorProcess, namespace: str, couch_a: Any, couch_b: Any,
-        unique_name: Any, secret_values: set[str]) -> None:
+        couch_env: tuple[Kube, Couch, Couch], unique_name: Any,
+        secret_values: set[str]) -> None:
     """A one-shot job made while its Token does not grant the source database fails on
     the server, which does not try again (PouchDB Server: state `error`, "You are not
     authorized to access this db"). Granting the database on the Token starts the job
     again, without touching the Replication. Seen in the kill loop, where a Token's
     permissions and a new Replication that needs them are applied together."""
-    kube = Kube(cluster, namespace)
-    kube.apply(secret("a-admin", username=couch_a.username, password=couch_a.password),
-               secret("b-admin", username=couch_b.username, password=couch_b.password),
-               database_server("couch-a", couch_a.url, secret="a-admin"),
-               database_server("couch-b", couch_b.url, secret="b-admin"))
-    a, b = Couch(couch_a), Couch(couch_b)
+    kube, a, b = couch_env
     db, other = unique_name("grantdb"), unique_name("otherdb")
     for name in (db, other):
         a.create_db(name)
@@ -351,14 +346,11 @@ def test_couchdb_rotation_under_writes_loses_no_document(
 
 
 def test_an_orphaned_token_keeps_only_the_credential_in_use(
-        cluster: Any, operator: OperatorProcess, namespace: str, couch_a: Any,
-        unique_name: Any, secret_values: set[str]) -> None:
+        couch_env: tuple[Kube, Couch, Couch], unique_name: Any,
+        secret_values: set[str]) -> None:
     """Deleted with `deletionPolicy: Orphan` after a rotation: the user in use (the
     second slot) stays, and the Event names it (it named the first slot, long gone)."""
-    kube = Kube(cluster, namespace)
-    kube.apply(secret("a-admin", username=couch_a.username, password=couch_a.password),
-               database_server("couch-a", couch_a.url, secret="a-admin"))
-    a = Couch(couch_a)
+    kube, a, _ = couch_env
     db = unique_name("orphdb")
     a.create_db(db)
     kube.apply(token("keeper", "couch-a", permissions={"read": [db]},
