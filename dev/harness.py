@@ -249,15 +249,35 @@ def _go_build(label: str, module_dir: str, package: str, binary_name: str,
 
 def _kubernetes() -> Tool:
     version = k8s_version()
-    # what the release build stamps in, so `kubectl version` and /version tell the truth
-    ldflags = (f"-s -w -X k8s.io/component-base/version.gitVersion={version} "
-               f"-X k8s.io/component-base/version.gitMajor=1 "
-               f"-X k8s.io/component-base/version.gitMinor={version.split('.')[1]} "
-               f"-X k8s.io/component-base/version.gitTreeState=clean")
     commands = ("kube-apiserver", "kube-controller-manager", "kubectl")
     return Tool("kubernetes", version, tuple(f"bin/{c}" for c in commands), tuple(
-        _go_build(f"go build {c}", "kubernetes", f"k8s.io/kubernetes/cmd/{c}", c, ldflags)
+        _go_build(f"go build {c}", "kubernetes", f"k8s.io/kubernetes/cmd/{c}", c,
+                  _k8s_ldflags(version))
         for c in commands))
+
+
+def _k8s_ldflags(version: str) -> str:
+    """What the release build stamps in, so `kubectl version` and /version tell the truth."""
+    return (f"-s -w -X k8s.io/component-base/version.gitVersion={version} "
+            f"-X k8s.io/component-base/version.gitMajor=1 "
+            f"-X k8s.io/component-base/version.gitMinor={version.split('.')[1]} "
+            f"-X k8s.io/component-base/version.gitTreeState=clean")
+
+
+def _kubernetes_node() -> Tool:
+    """What a real node needs, from the same module as the API server: kubelet,
+    kube-scheduler, kube-proxy, and the sandbox's pause binary (pause.c ships in the
+    module; compiled statically it is a one-file image, as no pause image can be pulled)."""
+    version = k8s_version()
+    commands = ("kubelet", "kube-scheduler", "kube-proxy")
+    return Tool("kubernetes-node", version, (*(f"bin/{c}" for c in commands), "bin/pause"), (
+        *(_go_build(f"go build {c}", "kubernetes", f"k8s.io/kubernetes/cmd/{c}", c,
+                    _k8s_ldflags(version)) for c in commands),
+        Step("gcc pause", ("sh", "-c", "go mod download k8s.io/kubernetes && gcc -Os -Wall -Werror -static "
+                           f"-DVERSION={version}-replication-operator -o {{out}}/bin/pause "
+                           f"\"$(go list -m -f '{{{{.Dir}}}}' k8s.io/kubernetes)\"/"
+                           "build/pause/linux/pause.c"), TOOLS / "kubernetes"),
+    ))
 
 
 def _helm() -> Tool:
@@ -309,10 +329,10 @@ def tools() -> dict[str, Tool]:
     etcd = Tool("etcd", go_module_version("etcd", "go.etcd.io/etcd/server/v3"), ("bin/etcd",),
                 (_go_build("go build etcd", "etcd", ".", "etcd"),))
     return {tool.name: tool for tool in
-            (etcd, _kubernetes(), _helm(), _pouchdb(), _reductstore(), _distribution())}
+            (etcd, _kubernetes(), _kubernetes_node(), _helm(), _pouchdb(), _reductstore(), _distribution())}
 
 
-ALIASES = {"pouchdb": "pouchdb-server", "k8s": "kubernetes"}
+ALIASES = {"pouchdb": "pouchdb-server", "k8s": "kubernetes", "node": "kubernetes-node"}
 
 
 def binary(tool: str, name: str) -> Path:
