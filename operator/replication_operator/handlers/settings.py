@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from replication_operator import GROUP, memory
+from replication_operator import GROUP, incluster, memory
 from replication_operator.context import OperatorContext
 from replication_operator.metrics import serve
 
@@ -46,9 +46,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
         trimming.append(asyncio.get_running_loop().create_task(memory.keep_trimming()))
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        """In-cluster service account, else the kubeconfig (as `kubectl` would)."""
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+        """In a pod, the service account at KUBERNETES_SERVICE_HOST (no DNS needed);
+        else the kubeconfig (as `kubectl` would)."""
+        return (incluster.connection_info(trust_env=settings.networking.trust_env)
+                or kopf.login_with_kubeconfig(settings=settings, **kwargs))
 
     @kopf.on.cleanup(registry=registry)
     async def close_connections(**_: Any) -> None:
