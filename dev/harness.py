@@ -27,6 +27,7 @@ import base64
 import contextlib
 import fcntl
 import hashlib
+import ipaddress
 import json
 import os
 import random
@@ -43,7 +44,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -57,7 +58,10 @@ STATE_DIR = Path(os.environ.get("REPLICATION_OPERATOR_STATE_DIR", ROOT / ".dev")
 STATE = STATE_DIR / "state.json"
 ENV_FILE = STATE_DIR / "env"
 REDUCTSTORE_VERSION = "1.21.4"  # 1.21.5's lock file names a crate version the index lacks
-POUCHDB_VERSION = "4.2.0"  # also pinned in dev/pouchdb/package.json and its lock file
+POUCHDB_VERSION = "4.2.0"
+LOOPBACK = "127.0.0.1"
+# the API server's service range when no node runs (the node has its own: dev/node.py)
+SERVICE_CIDR = "10.96.0.0/24"  # also pinned in dev/pouchdb/package.json and its lock file
 
 
 class PartFailed(RuntimeError):
@@ -74,7 +78,7 @@ def _with_tail(message: str, log: Path | None) -> str:
     return f"{message}\n--- tail of {log} ---\n{log_tail(log) if log else '(no log)'}"
 
 
-def free_port() -> int:
+def free_port(host: str = LOOPBACK) -> int:
     """A free loopback port below the kernel's ephemeral range.
 
     Outgoing connections take their source ports from the ephemeral range; keeping our
@@ -85,17 +89,17 @@ def free_port() -> int:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(100):
         port = random.randint(10000, max(10001, low - 1))
-        if _port_free(port):
+        if _port_free(port, host):
             return port
     with socket.socket() as sock:  # fall back to any port the kernel picks
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket() as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
@@ -273,7 +277,8 @@ def _kubernetes_node() -> Tool:
     return Tool("kubernetes-node", version, (*(f"bin/{c}" for c in commands), "bin/pause"), (
         *(_go_build(f"go build {c}", "kubernetes", f"k8s.io/kubernetes/cmd/{c}", c,
                     _k8s_ldflags(version)) for c in commands),
-        Step("gcc pause", ("sh", "-c", "go mod download k8s.io/kubernetes && gcc -Os -Wall -Werror -static "
+        Step("gcc pause", ("sh", "-c", "go mod download k8s.io/kubernetes && "
+                           "gcc -Os -Wall -Werror -static "
                            f"-DVERSION={version}-replication-operator -o {{out}}/bin/pause "
                            f"\"$(go list -m -f '{{{{.Dir}}}}' k8s.io/kubernetes)\"/"
                            "build/pause/linux/pause.c"), TOOLS / "kubernetes"),
@@ -329,7 +334,8 @@ def tools() -> dict[str, Tool]:
     etcd = Tool("etcd", go_module_version("etcd", "go.etcd.io/etcd/server/v3"), ("bin/etcd",),
                 (_go_build("go build etcd", "etcd", ".", "etcd"),))
     return {tool.name: tool for tool in
-            (etcd, _kubernetes(), _kubernetes_node(), _helm(), _pouchdb(), _reductstore(), _distribution())}
+            (etcd, _kubernetes(), _kubernetes_node(), _helm(), _pouchdb(), _reductstore(),
+             _distribution())}
 
 
 ALIASES = {"pouchdb": "pouchdb-server", "k8s": "kubernetes", "node": "kubernetes-node"}
@@ -396,6 +402,9 @@ class Part:
     workdir: Path
     port: int = field(default_factory=free_port)
     pid: int | None = None
+    # the address it listens on: loopback, or the node's host address (dev/node.py) for
+    # the parts pods must reach
+    host: str = LOOPBACK
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     start_timeout: float = field(default=60, repr=False)
@@ -438,7 +447,7 @@ class Part:
         self.pid = self._proc.pid
         try:
             wait_until(self.healthy, timeout=timeout or self.start_timeout,
-                       what=f"{self.name} on 127.0.0.1:{self.port}", alive=self.alive,
+                       what=f"{self.name} on {self.host}:{self.port}", alive=self.alive,
                        log=self.log_path)
         except BaseException:
             self.stop()
@@ -525,10 +534,10 @@ class Etcd(Part):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = f"http://{self.host}:{self.peer_port}"
         return [str(binary("etcd", "etcd")), "--name", "default",
                 "--data-dir", str(self.workdir / "etcd-data"),
                 "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
@@ -545,25 +554,35 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise PartFailed(f"openssl {args[0]} failed: {result.stderr.strip()}")
 
 
-def make_pki(pki: Path) -> None:
-    """CA, serving cert for 127.0.0.1, admin client cert, service-account key pair."""
+def issue_cert(pki: Path, name: str, subject: str, *, server_ips: Sequence[str] = (),
+               server_names: Sequence[str] = (), client: bool = False) -> None:
+    """`name`.key/.crt signed by the dev CA in `pki`: a serving cert for the given IPs and
+    names, and/or a client cert (subject CN = user, O = group)."""
+    sans = [f"IP:{ip}" for ip in server_ips] + [f"DNS:{dns}" for dns in server_names]
+    usages = (["serverAuth"] if sans else []) + (["clientAuth"] if client else [])
+    ext = pki / f"{name}.ext"
+    ext.write_text("[v3]\n" + (f"subjectAltName={','.join(sans)}\n" if sans else "")
+                   + f"extendedKeyUsage={','.join(usages)}\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+             f"{name}.csr", "-subj", subject, cwd=pki)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", f"{name}.crt", "-days", "30", "-extfile", str(ext),
+             "-extensions", "v3", cwd=pki)
+
+
+def make_pki(pki: Path, server_ips: Sequence[str] = (LOOPBACK,)) -> None:
+    """CA, the API server's serving cert for `server_ips`, admin client cert,
+    service-account key pair."""
     if (pki / "sa.pub").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
              "ca.crt", "-days", "30", "-subj", "/CN=replication-operator-dev-ca", cwd=pki)
-    (pki / "ext.cnf").write_text(
-        "[server]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
-        "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
-        "extendedKeyUsage=serverAuth\n[client]\nextendedKeyUsage=clientAuth\n")
+    issue_cert(pki, "apiserver", "/CN=kube-apiserver", server_ips=server_ips,
+               server_names=("localhost", "kubernetes", "kubernetes.default",
+                             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"))
     # system:masters is the admin group the API server authorizes before RBAC
-    for name, subject, ext in (("apiserver", "/CN=kube-apiserver", "server"),
-                               ("admin", "/O=system:masters/CN=dev-admin", "client")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-                 f"{name}.csr", "-subj", subject, cwd=pki)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "30", "-extfile",
-                 "ext.cnf", "-extensions", ext, cwd=pki)
+    issue_cert(pki, "admin", "/O=system:masters/CN=dev-admin", client=True)
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
@@ -584,7 +603,16 @@ def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
 @dataclass
 class KubeAPIServer(Part):
     etcd_url: str = ""
+    service_cidr: str = SERVICE_CIDR
+    # a real node registers (dev/node.py): the Node authorizer and NodeRestriction, and a
+    # client certificate to reach the kubelets (logs, exec)
+    node: bool = False
     start_timeout: float = field(default=120, repr=False)
+
+    @property
+    def service_ip(self) -> str:
+        """The first address of the service range: the `kubernetes` Service's ClusterIP."""
+        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
 
     @property
     def pki(self) -> Path:
@@ -592,34 +620,44 @@ class KubeAPIServer(Part):
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     @property
     def kubeconfig(self) -> Path:
         return self.workdir / "admin.kubeconfig"
 
     def prepare(self) -> None:
-        make_pki(self.pki)
+        make_pki(self.pki, server_ips=sorted({LOOPBACK, self.host, self.service_ip}))
         write_kubeconfig(self.kubeconfig, self.url, self.pki)
 
     def command(self) -> list[str]:
         pki = self.pki
         return [str(binary("kubernetes", "kube-apiserver")),
                 "--etcd-servers", self.etcd_url, "--etcd-prefix", "/registry",
-                "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+                "--bind-address", self.host, "--advertise-address", self.host,
                 "--secure-port", str(self.port),
                 "--tls-cert-file", str(pki / "apiserver.crt"),
                 "--tls-private-key-file", str(pki / "apiserver.key"),
                 "--client-ca-file", str(pki / "ca.crt"),
-                "--authorization-mode", "RBAC",
+                "--authorization-mode", "Node,RBAC" if self.node else "RBAC",
                 "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
                 "--service-account-key-file", str(pki / "sa.pub"),
                 "--service-account-signing-key-file", str(pki / "sa.key"),
-                "--service-cluster-ip-range", "10.96.0.0/24",
+                "--service-cluster-ip-range", self.service_cidr,
                 "--cert-dir", str(self.workdir / "certs"),
                 # fewer moving parts on 2 cores; nothing here tests fairness or profiling
                 "--enable-priority-and-fairness=false", "--profiling=false",
-                "--allow-privileged=true", "--v=1"]
+                "--allow-privileged=true", "--v=1", *self._node_flags()]
+
+    def _node_flags(self) -> list[str]:
+        if not self.node:
+            return []
+        pki = self.pki
+        return ["--enable-admission-plugins", "NodeRestriction",
+                "--kubelet-client-certificate", str(pki / "admin.crt"),
+                "--kubelet-client-key", str(pki / "admin.key"),
+                "--kubelet-certificate-authority", str(pki / "ca.crt"),
+                "--kubelet-preferred-address-types", "InternalIP"]
 
     def ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
@@ -641,6 +679,12 @@ class ControllerManager(Part):
                    "serviceaccount-controller", "serviceaccount-token-controller",
                    "clusterrole-aggregation-controller",
                    "root-ca-certificate-publisher-controller")
+    # and what running pods on a node needs: Deployments, their ReplicaSets, Services'
+    # endpoints (kube-proxy, the cluster DNS), PodDisruptionBudgets, finished pods
+    NODE_CONTROLLERS = ("deployment-controller", "replicaset-controller",
+                        "endpointslice-controller", "endpoints-controller",
+                        "disruption-controller", "pod-garbage-collector-controller")
+    node: bool = False
 
     def command(self) -> list[str]:
         assert self.apiserver is not None
@@ -648,18 +692,19 @@ class ControllerManager(Part):
         return [str(binary("kubernetes", "kube-controller-manager")),
                 "--kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig,
                 "--authorization-kubeconfig", kubeconfig,
-                "--bind-address", "127.0.0.1", "--secure-port", str(self.port),
+                "--bind-address", self.host, "--secure-port", str(self.port),
                 "--leader-elect=false", "--use-service-account-credentials=false",
                 "--service-account-private-key-file", str(pki / "sa.key"),
                 "--root-ca-file", str(pki / "ca.crt"),
-                "--controllers", ",".join(self.CONTROLLERS),
+                "--controllers", ",".join(self.CONTROLLERS
+                                          + (self.NODE_CONTROLLERS if self.node else ())),
                 "--cert-dir", str(self.workdir / "kcm-certs"), "--v=1"]
 
     def healthy(self) -> bool:
         context = ssl.create_default_context()
         context.check_hostname = False  # its self-signed serving cert
         context.verify_mode = ssl.CERT_NONE
-        return bool(http_json(f"https://127.0.0.1:{self.port}/healthz",
+        return bool(http_json(f"https://{self.host}:{self.port}/healthz",
                                   context=context) == "ok")
 
 
@@ -674,7 +719,7 @@ class PouchDB(Part):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def data_dir(self) -> Path:
@@ -692,7 +737,7 @@ class PouchDB(Part):
         return {"NODE_OPTIONS": "--unhandled-rejections=warn"}
 
     def command(self) -> list[str]:
-        return [str(binary("pouchdb", "pouchdb-server")), "-o", "127.0.0.1", "-p",
+        return [str(binary("pouchdb", "pouchdb-server")), "-o", self.host, "-p",
                 str(self.port), "-d", str(self.data_dir), "-c",
                 str(self.data_dir / "config.json"), "-n", "--no-color"]
 
@@ -710,11 +755,11 @@ class ReductStore(Part):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def environment(self) -> dict[str, str]:
         return {"RS_DATA_PATH": str(self.workdir / f"{self.name}-data"),
-                "RS_PORT": str(self.port), "RS_HOST": "127.0.0.1",
+                "RS_PORT": str(self.port), "RS_HOST": self.host,
                 "RS_API_TOKEN": self.token, "RS_LOG_LEVEL": "WARN"}
 
     def command(self) -> list[str]:
@@ -752,7 +797,7 @@ class Simulator(Part):
         return str(venv_python) if venv_python.exists() else sys.executable
 
     def command(self) -> list[str]:
-        return [self._python(), "-m", self.module, "--host", "127.0.0.1",
+        return [self._python(), "-m", self.module, "--host", self.host,
                 "--port", str(self.port), "--user", self.username, *self.options()]
 
     def options(self) -> list[str]:
@@ -778,7 +823,7 @@ class HarborSim(Simulator):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def options(self) -> list[str]:
         return ["--status-refresh-seconds", str(self.STATUS_REFRESH_SECONDS)]
@@ -804,7 +849,7 @@ class Distribution(Part):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def data_dir(self) -> Path:
@@ -826,7 +871,7 @@ class Distribution(Part):
             "version": 0.1, "log": {"level": "warn", "accesslog": {"disabled": True}},
             "storage": {"filesystem": {"rootdirectory": str(self.data_dir / "storage")},
                         "delete": {"enabled": True}},
-            "http": {"addr": f"127.0.0.1:{self.port}", "secret": secrets.token_hex(16)},
+            "http": {"addr": f"{self.host}:{self.port}", "secret": secrets.token_hex(16)},
             "auth": {"htpasswd": {"realm": "dbops-dev",
                                   "path": str(self.data_dir / "htpasswd")}}}))
 
@@ -857,20 +902,26 @@ class EdenSim(Simulator):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/eden"
+        return f"http://{self.host}:{self.port}/eden"
 
     def healthy(self) -> bool:
         """Eden's sync list answers, and the admin login works (the control API)."""
         listed = http_json(f"{self.url}/sync/repository.json")
-        http_json(f"http://127.0.0.1:{self.port}/_sim/settings",
+        http_json(f"http://{self.host}:{self.port}/_sim/settings",
                   {"Authorization": basic_auth(self.username, self.password)})
         return isinstance(listed, list)
 
 
 class Stack:
-    """Every part, in one temp dir; parts start on demand, in dependency order."""
+    """Every part, in one temp dir; parts start on demand, in dependency order.
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    `host` is where the API server and the servers listen: loopback, or the host end of a
+    real node's network (dev/node.py), where pods reach them; `node` turns on what a
+    registered node needs in the control plane.
+    """
+
+    def __init__(self, workdir: Path | None = None, *, host: str = LOOPBACK,
+                 service_cidr: str = SERVICE_CIDR, node: bool = False) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="replication-operator-dev-"))
         self.etcd = Etcd("etcd", self.workdir)
         self.apiserver = KubeAPIServer("kube-apiserver", self.workdir)
@@ -888,6 +939,11 @@ class Stack:
         self.registry = Distribution("registry", self.workdir)
         self.eden_a = EdenSim("eden-a", self.workdir, password=password)
         self.eden_b = EdenSim("eden-b", self.workdir, password=password)
+        for part in self.parts():
+            if part not in (self.etcd, self.controller_manager):  # only the API server uses
+                part.host = host
+        self.apiserver.service_cidr = service_cidr
+        self.apiserver.node = self.controller_manager.node = node
 
     def parts(self) -> list[Part]:
         return [self.etcd, self.apiserver, self.controller_manager, self.couch_a,
@@ -906,7 +962,7 @@ class Stack:
         if out is None:
             part.start()
             return
-        with timed(f"[up] {part.name} on 127.0.0.1:{part.port}", out):
+        with timed(f"[up] {part.name} on {part.host}:{part.port}", out):
             part.start()
 
     def start_control_plane(self, out: TextIO | None = None) -> None:
@@ -953,7 +1009,7 @@ class Stack:
     # -- persistence for dev/up and dev/down ------------------------------------
 
     SAVED = ("port", "pid", "peer_port", "etcd_url", "username", "password", "token",
-             "alt_username", "alt_password")
+             "alt_username", "alt_password", "host", "service_cidr", "node")
 
     def save(self, path: Path) -> None:
         """Ports, PIDs and credentials of every part, and the temp dir (mode 0600)."""
@@ -1063,7 +1119,7 @@ def status() -> int:
     stack = Stack.load(STATE)
     for part in stack.parts():
         state = "healthy" if part.healthy_now() else "alive" if part.alive() else "DEAD"
-        print(f"{part.name:24s} pid {part.pid} 127.0.0.1:{part.port} {state}")
+        print(f"{part.name:24s} pid {part.pid} {part.host}:{part.port} {state}")
     return 0 if stack.healthy() else 1
 
 
