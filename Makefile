@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test reliability lint unit build-tools up down venv
+.PHONY: demo demo-node test reliability lint unit build-tools up down venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -13,6 +13,11 @@ venv: $(PY)
 
 demo: $(PY)
 	dev/demo
+
+# The demo on a real node (root): the operator installed by its Helm chart from the image
+# built here, in a namespace enforcing the restricted Pod Security level.
+demo-node: $(PY)
+	DEMO_NODE=1 dev/demo
 
 # kube-apiserver, kube-controller-manager, kubectl, etcd, helm, pouchdb-server and
 # ReductStore into ~/.cache/replication-operator/ (cached parts are skipped).

@@ -683,7 +683,9 @@ class ControllerManager(Part):
     # endpoints (kube-proxy, the cluster DNS), PodDisruptionBudgets, finished pods
     NODE_CONTROLLERS = ("deployment-controller", "replicaset-controller",
                         "endpointslice-controller", "endpoints-controller",
-                        "disruption-controller", "pod-garbage-collector-controller")
+                        "disruption-controller", "pod-garbage-collector-controller",
+                        # takes the not-ready taint off a node once it is Ready
+                        "node-lifecycle-controller")
     node: bool = False
 
     def command(self) -> list[str]:
@@ -1052,9 +1054,10 @@ def running_stack(grace: float = 10) -> Stack | None:
     return stack
 
 
-def write_env_file(stack: Stack) -> None:
+def write_env_file(stack: Stack, extra: dict[str, str] | None = None) -> None:
     ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"export {key}={shlex.quote(value)}\n" for key, value in stack.env().items()]
+    lines = [f"export {key}={shlex.quote(value)}\n"
+             for key, value in {**stack.env(), **(extra or {})}.items()]
     ENV_FILE.write_text("# written by dev/up; dev-only credentials\n" + "".join(lines))
     ENV_FILE.chmod(0o600)
 
@@ -1105,6 +1108,9 @@ def down(quiet: bool = False, out: TextIO | None = None) -> None:
     stack = Stack.load(STATE)
     with timed(f"[down] stopped and removed {stack.workdir}", out):
         _stop_operator()
+        if stack.apiserver.node:  # dev/up --node: pods, node and its network first
+            import node  # dev/node.py (imports this module)
+            node.down(stack, out)
         stack.stop_all()
         if stack.workdir.name.startswith("replication-operator-"):  # never a user's dir
             shutil.rmtree(stack.workdir, ignore_errors=True)

@@ -1,5 +1,8 @@
 {{- define "ro.name" -}}replication-operator{{- end -}}
-{{- define "ro.fullname" -}}{{ printf "%s-%s" .Release.Name (include "ro.name" .) | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- define "ro.fullname" -}}
+{{- if contains (include "ro.name" .) .Release.Name }}{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}{{ printf "%s-%s" .Release.Name (include "ro.name" .) | trunc 63 | trimSuffix "-" }}{{ end }}
+{{- end -}}
 {{- define "ro.serviceAccountName" -}}{{ default (include "ro.fullname" .) .Values.serviceAccount.name }}{{- end -}}
 {{- define "ro.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "ro.name" . }}
