@@ -28,9 +28,9 @@ down:
 lint: $(PY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	MYPYPATH=dev $(VENV)/bin/mypy --strict dev/harness.py tests/conftest.py
+	MYPYPATH=dev $(VENV)/bin/mypy --strict dev/harness.py dev/gen_reference.py tests/conftest.py
 	MYPYPATH=tests $(VENV)/bin/mypy --strict --ignore-missing-imports \
-		tests/simkit tests/harbor_sim tests/eden_sim
+		tests/simkit tests/harbor_sim tests/eden_sim tests/unit/reason_scan.py
 	$(VENV)/bin/mypy --strict tests/fault_proxy.py
 
 unit: $(PY)

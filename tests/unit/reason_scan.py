@@ -193,10 +193,10 @@ class Scanner:
             return
         if isinstance(expr, ast.Call):
             name = _callee(expr)
-            func = expr.func
-            if name == "get" and isinstance(func, ast.Attribute):
-                if isinstance(func.value, ast.Dict):  # {k: reason, ...}.get(x, default)
-                    self.resolve(module, func.value, where, seen)
+            callee = expr.func
+            if name == "get" and isinstance(callee, ast.Attribute):
+                if isinstance(callee.value, ast.Dict):  # {k: reason, ...}.get(x, default)
+                    self.resolve(module, callee.value, where, seen)
                     if len(expr.args) > 1:
                         self.resolve(module, expr.args[1], where, seen)
                     return
@@ -207,7 +207,7 @@ class Scanner:
                 self.resolve(module, expr.args[0], where, seen)
                 return
             target = module.functions.get(name)
-            if target is not None and not isinstance(func, ast.Attribute):
+            if target is not None and not isinstance(callee, ast.Attribute):
                 for node in ast.walk(target):
                     if isinstance(node, ast.Return):
                         self.resolve(module, node.value, where, seen)
