@@ -1,8 +1,8 @@
-# The two commands of the README: `make demo` and `make test`.
+# The commands of the README: `make demo`, `make test` and `make reliability`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-node test reliability lint unit build-tools up down venv
+.PHONY: demo demo-node test reliability lint unit docs build-tools up down venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -33,18 +33,24 @@ down:
 lint: $(PY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	MYPYPATH=dev $(VENV)/bin/mypy --strict dev/harness.py tests/conftest.py
+	MYPYPATH=dev $(VENV)/bin/mypy --strict dev/harness.py dev/gen_reference.py tests/conftest.py
 	MYPYPATH=tests $(VENV)/bin/mypy --strict --ignore-missing-imports \
-		tests/simkit tests/harbor_sim tests/eden_sim
+		tests/simkit tests/harbor_sim tests/eden_sim tests/unit/reason_scan.py
 	$(VENV)/bin/mypy --strict tests/fault_proxy.py
 
 unit: $(PY)
 	$(VENV)/bin/pytest -q tests/unit
 
-# Everything but tests/reliability: lint, unit, integration and end-to-end (builds
+# The documentation site (docs/, mkdocs.yml) into site/: a broken link or anchor, a page
+# missing from the navigation or a missing included example fails. Offline: no fonts or
+# plugins that fetch. The generated reference pages are checked by tests/unit.
+docs: $(PY)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+# Everything but tests/reliability: lint, the docs site, unit, integration and end-to-end (builds
 # missing parts first), as two pytest sessions side by side (dev/test-suite says how;
 # TEST_SESSIONS=1 for one).
-test: lint build-tools
+test: lint docs build-tools
 	PY=$(PY) dev/test-suite
 
 # The reliability suite (tests/reliability: kill -9 loop and failover under churn,

@@ -26,14 +26,15 @@ def timer_may_act(body: kopf.Body, finalizer: str = FINALIZER) -> bool:
     return not meta.get("deletionTimestamp") and finalizer in (meta.get("finalizers") or [])
 
 
-def report_blocked(patch: Any, *, waited: float, grace: float, what: str, reason: str
+def report_blocked(patch: Any, *, waited: float, grace: float, what: str, why: str
                    ) -> None:
-    """Set Ready=False CleanupBlocked once `waited` passes `grace` (kopf `patch`)."""
+    """Set Ready=False CleanupBlocked once `waited` passes `grace` (kopf `patch`);
+    `why` is the error that keeps the cleanup from finishing (a message)."""
     if waited < grace:
         return
     patch.status["conditions"] = [{
         "type": "Ready", "status": "False", "reason": "CleanupBlocked",
-        "message": f"cannot remove {what} for {int(waited)}s: {reason}; annotate "
+        "message": f"cannot remove {what} for {int(waited)}s: {why}; annotate "
                    f"{SKIP_CLEANUP}=true to delete without cleanup",
         "lastTransitionTime": now_iso()}]
 
@@ -54,6 +55,6 @@ async def clean_up(body: kopf.Body, patch: kopf.Patch, *, retry: int, runtime: A
         detail = await remove()
     except BackendError as exc:
         report_blocked(patch, waited=runtime.total_seconds(), grace=config.cleanup_grace,
-                       what=what, reason=exc.message)
+                       what=what, why=exc.message)
         raise kopf.TemporaryError(exc.message, delay=config.backoff(retry)) from None
     events.normal(body, reason="Deleted", message=f"removed {what} from the server{detail}")

@@ -449,7 +449,7 @@ class Fanout:
             report_blocked(patch, waited=runtime.total_seconds(),
                            grace=self.ctx.config.cleanup_grace,
                            what=f"{len(mine)} Replications ({first.name}, ...)",
-                           reason=f"Replication {first.name}: {first.message or 'deleting'}")
+                           why=f"Replication {first.name}: {first.message or 'deleting'}")
             raise kopf.TemporaryError(f"waiting for {len(mine)} Replications to go",
                                       delay=min(5.0, 1.0 + retry))
         self.forget(namespace, name)
